@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from agan_jax.errors import UserError
 
 
 def resize(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
@@ -18,3 +24,164 @@ def resize(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
     if tuple(image.shape) == shape:
         return image
     return jax.image.resize(image, shape, method="cubic", antialias=True)
+
+
+SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
+
+# Tolerance subtracted before every `ceil`, so that float noise such as
+# 25.0000000003 (meant to be exactly 25) does not round up to 26.
+_CEIL_EPS = 1e-6
+
+
+def _ceil(value: float) -> int:
+    """Ceil that ignores float noise just above an integer (see `_CEIL_EPS`)."""
+    return int(math.ceil(value - _CEIL_EPS))
+
+
+def _check_schedule(schedule: str) -> None:
+    """Raise UserError unless `schedule` is one of SCHEDULES."""
+    if schedule not in SCHEDULES:
+        raise UserError(
+            f"unknown pyramid schedule {schedule!r}; "
+            f"set pyramid.schedule to one of {', '.join(SCHEDULES)}"
+        )
+
+
+def exponents(schedule: str, n: int) -> np.ndarray:
+    """Exponents e(k), k = 1..n, so the image downsampled k times is x0 * r**e(k).
+
+    geometric (SinGAN): e(k) = k; cos, quad, circ (AGAN eqs. 2-4) and log
+    (ConSinGAN) as in SPEC section 4. All satisfy e(1) = 1 and e(n) = n; for
+    n = 1 the result is [1.0] (the closed forms would divide by zero).
+    """
+    _check_schedule(schedule)
+    n = int(n)
+    if n < 1:
+        raise UserError(
+            f"the number of downsamplings must be at least 1, got {n}; "
+            "use at least 2 pyramid stages"
+        )
+    k = np.arange(1, n + 1, dtype=np.float64)
+    if n == 1 or schedule == "geometric":
+        return k
+    big_n = float(n)
+    if schedule == "cos":
+        e = (big_n - 1) * np.cos(np.pi * (big_n - k) / (2 * (big_n - 1))) + 1
+    elif schedule == "quad":
+        e = big_n - (big_n - k) ** 2 / (big_n - 1)
+    elif schedule == "circ":
+        e = np.sqrt((big_n - 1) ** 2 - (big_n - k) ** 2) + 1
+    else:  # log
+        e = 1 + (big_n - 1) * np.log(k) / np.log(big_n)
+    return e.astype(np.float64)
+
+
+def num_geometric_stages(
+    original_hw: tuple[int, int], min_size: int, max_size: int, r0: float = 0.75
+) -> int:
+    """Number of SinGAN (geometric) stages S from the ORIGINAL image size, at least 2.
+
+    S - 1 = ceil(log(min_size / min(H, W)) / log(r0))
+            - ceil(log(min(max_size, max(H, W)) / max(H, W)) / log(r0)),
+    each ceil ignoring float noise below 1e-6 (see `_ceil`).
+    """
+    h, w = int(original_hw[0]), int(original_hw[1])
+    if h < 1 or w < 1:
+        raise UserError(f"image size must be positive, got {h}x{w}; check the image")
+    if min_size < 1 or max_size < 1:
+        raise UserError(
+            f"data.min_size ({min_size}) and data.max_size ({max_size}) must be "
+            "positive; set them to positive integers"
+        )
+    if not 0.0 < r0 < 1.0:
+        raise UserError(f"pyramid.r0 must lie in (0, 1), got {r0}; use e.g. 0.75")
+    log_r0 = math.log(r0)
+    coarse = _ceil(math.log(min_size / min(h, w)) / log_r0)
+    top = _ceil(math.log(min(max_size, max(h, w)) / max(h, w)) / log_r0)
+    return max(coarse - top + 1, 2)
+
+
+def stage_sizes(
+    schedule: str, finest_hw: tuple[int, int], num_stages: int, min_size: int
+) -> list[tuple[int, int]]:
+    """(h, w) of every stage, coarsest first; the last entry is `finest_hw` exactly.
+
+    With N = num_stages - 1, m = min(finest_hw) and r = (min_size / m)**(1 / N),
+    stage s is the image downsampled k = N - s times: each side x0 becomes
+    ceil(x0 * r**e(k)). The ceil is taken of the float product minus 1e-6, so
+    float noise such as 25.0000000003 gives 25, not 26; hence the coarsest
+    stage's shorter side is exactly `min_size`.
+    """
+    _check_schedule(schedule)
+    h, w = int(finest_hw[0]), int(finest_hw[1])
+    num_stages = int(num_stages)
+    if num_stages < 2:
+        raise UserError(
+            f"a pyramid needs at least 2 stages, got {num_stages}; "
+            "set pyramid.num_stages to 2 or more"
+        )
+    if min_size < 1:
+        raise UserError(
+            f"data.min_size must be positive, got {min_size}; set it to e.g. 25"
+        )
+    m = min(h, w)
+    if m < min_size:
+        raise UserError(
+            f"the training image is {h}x{w}, its shorter side {m} is smaller than "
+            f"data.min_size={min_size}; lower data.min_size or use a larger image"
+        )
+    n = num_stages - 1
+    r = (min_size / m) ** (1.0 / n)
+    e = exponents(schedule, n)
+    sizes = []
+    for s in range(n):
+        factor = r ** e[n - s - 1]  # e[k - 1] with k = n - s downsamplings
+        sizes.append((_ceil(h * factor), _ceil(w * factor)))
+    sizes.append((h, w))
+    return sizes
+
+
+def stage_sizes_from_config(
+    config: Any, finest_hw: tuple[int, int], original_hw: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Stage sizes from config.pyramid.{schedule,num_stages,r0} and config.data."""
+    schedule = config.pyramid.schedule
+    _check_schedule(schedule)
+    min_size = int(config.data.min_size)
+    if schedule == "geometric":
+        num_stages = num_geometric_stages(
+            original_hw,
+            min_size,
+            int(config.data.max_size),
+            float(getattr(config.pyramid, "r0", 0.75)),
+        )
+    else:
+        num_stages = int(config.pyramid.num_stages)
+    return stage_sizes(schedule, finest_hw, num_stages, min_size)
+
+
+def build(image: jax.Array, sizes: list[tuple[int, int]]) -> list[jax.Array]:
+    """Real-image pyramid: each level resized directly from `image`, clipped to [-1, 1].
+
+    `image` is HWC or NHWC at `sizes[-1]`; the last level is `image` itself.
+    """
+    hw = tuple(int(x) for x in image.shape[-3:-1])
+    if hw != tuple(sizes[-1]):
+        raise UserError(
+            f"image is {hw[0]}x{hw[1]} but the finest stage is "
+            f"{sizes[-1][0]}x{sizes[-1][1]}; compute the sizes from this image"
+        )
+    levels = [jnp.clip(resize(image, size), -1.0, 1.0) for size in sizes[:-1]]
+    levels.append(image)
+    return levels
+
+
+def scale_factor_between(sizes: list[tuple[int, int]], s: int) -> float:
+    """Size ratio of stage s to stage s-1, the mean of the h and w ratios."""
+    if not 1 <= s < len(sizes):
+        raise UserError(
+            f"stage index {s} has no previous stage in a {len(sizes)}-stage "
+            f"pyramid; use 1 <= s <= {len(sizes) - 1}"
+        )
+    (h0, w0), (h1, w1) = sizes[s - 1], sizes[s]
+    return float((h1 / h0 + w1 / w0) / 2.0)

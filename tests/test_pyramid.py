@@ -1,0 +1,253 @@
+"""Tests for agan_jax.pyramid: exponents, stage sizes, resize and the real pyramid."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agan_jax import pyramid
+from agan_jax.errors import UserError
+
+AGAN = ("cos", "quad", "circ")
+
+# e(k), k = 1..5, for N = 5, written out from the papers' formulas by hand:
+# cos  (AGAN eq. 2): (N-1)*cos(pi*(N-k)/(2(N-1))) + 1 = 4*cos(pi*(5-k)/8) + 1
+# quad (AGAN eq. 3): N - (N-k)**2/(N-1)            = 5 - (5-k)**2/4
+# circ (AGAN eq. 4): sqrt((N-1)**2 - (N-k)**2) + 1  = sqrt(16 - (5-k)**2) + 1
+# log  (ConSinGAN):  1 + (N-1)*log(k)/log(N)        = 1 + 4*log(k)/log(5)
+HAND_EXPONENTS_N5 = {
+    "geometric": [1.0, 2.0, 3.0, 4.0, 5.0],
+    "cos": [
+        1.0,
+        1 + 4 * math.cos(3 * math.pi / 8),
+        1 + 4 * math.cos(math.pi / 4),
+        1 + 4 * math.cos(math.pi / 8),
+        5.0,
+    ],
+    "quad": [5 - 16 / 4, 5 - 9 / 4, 5 - 4 / 4, 5 - 1 / 4, 5.0],
+    "circ": [1.0, 1 + math.sqrt(7), 1 + math.sqrt(12), 1 + math.sqrt(15), 5.0],
+    "log": [
+        1.0,
+        1 + 4 * math.log(2) / math.log(5),
+        1 + 4 * math.log(3) / math.log(5),
+        1 + 4 * math.log(4) / math.log(5),
+        5.0,
+    ],
+}
+
+# Stage sizes (h, w), coarsest first, for a 250x188 image, min_size 25, 6 stages:
+# N = 5, r = (25/188)**(1/5) = 0.667969..., each side x0 -> ceil(x0 * r**e(N-s)).
+# Worked entry, cos stage 1 (k = 4): e(4) = 1 + 4*cos(pi/8) = 4.695518...,
+# r**e(4) = 0.360168..., 250*0.360168 = 90.042 -> 91, 188*0.360168 = 67.712 -> 68.
+# Coarsest (k = 5) for every schedule: r**5 = 25/188, 250*25/188 = 33.245 -> 34,
+# 188*25/188 = 25 exactly.
+HAND_SIZES_250x188 = {
+    "geometric": [(34, 25), (50, 38), (75, 57), (112, 84), (167, 126), (250, 188)],
+    "cos": [(34, 25), (38, 29), (54, 41), (91, 68), (167, 126), (250, 188)],
+    "quad": [(34, 25), (37, 28), (50, 38), (83, 62), (167, 126), (250, 188)],
+    "circ": [(34, 25), (35, 27), (42, 32), (58, 44), (167, 126), (250, 188)],
+    "log": [(34, 25), (42, 32), (56, 42), (84, 63), (167, 126), (250, 188)],
+}
+
+
+@pytest.mark.parametrize("schedule", pyramid.SCHEDULES)
+def test_exponents_match_hand_values(schedule):
+    e = pyramid.exponents(schedule, 5)
+    assert e.dtype == np.float64
+    assert e.shape == (5,)
+    np.testing.assert_allclose(e, HAND_EXPONENTS_N5[schedule], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", pyramid.SCHEDULES)
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 11])
+def test_exponents_endpoints(schedule, n):
+    e = pyramid.exponents(schedule, n)
+    assert e.shape == (n,)
+    assert np.all(np.isfinite(e))
+    assert e[0] == pytest.approx(1.0, abs=1e-12)
+    assert e[-1] == pytest.approx(float(n), abs=1e-12)
+    assert np.all(np.diff(e) > 0)
+
+
+def test_exponents_n1_is_one():
+    for schedule in pyramid.SCHEDULES:
+        np.testing.assert_array_equal(pyramid.exponents(schedule, 1), [1.0])
+
+
+@pytest.mark.parametrize("schedule", AGAN)
+def test_agan_exponents_not_below_geometric(schedule):
+    e = pyramid.exponents(schedule, 5)
+    k = np.arange(1, 6)
+    assert np.all(e >= k - 1e-12)
+    assert np.all(e[1:-1] > k[1:-1])  # strictly smaller images in between
+
+
+def test_agan_ordering_matches_paper():
+    # AGAN paper: for the same k, circ (eq. 4) gives the smallest images, then
+    # quad (eq. 3), then cos (eq. 2), then geometric (eq. 1).
+    e = {s: pyramid.exponents(s, 5)[1:-1] for s in ("geometric", *AGAN)}
+    assert np.all(e["circ"] > e["quad"])
+    assert np.all(e["quad"] > e["cos"])
+    assert np.all(e["cos"] > e["geometric"])
+
+
+@pytest.mark.parametrize("schedule", pyramid.SCHEDULES)
+def test_stage_sizes_hand_table(schedule):
+    sizes = pyramid.stage_sizes(schedule, (250, 188), 6, 25)
+    assert sizes == HAND_SIZES_250x188[schedule]
+    assert all(isinstance(x, int) for hw in sizes for x in hw)
+
+
+@pytest.mark.parametrize("schedule", pyramid.SCHEDULES)
+@pytest.mark.parametrize(
+    "finest_hw,num_stages,min_size",
+    [((250, 188), 6, 25), ((101, 250), 4, 25), ((188, 250), 9, 25), ((64, 64), 2, 7)],
+)
+def test_stage_sizes_invariants(schedule, finest_hw, num_stages, min_size):
+    sizes = pyramid.stage_sizes(schedule, finest_hw, num_stages, min_size)
+    assert len(sizes) == num_stages
+    assert sizes[-1] == finest_hw
+    assert min(sizes[0]) == min_size
+    for (h0, w0), (h1, w1) in zip(sizes[:-1], sizes[1:], strict=True):
+        assert h0 <= h1 and w0 <= w1
+
+
+def test_stage_sizes_min_size_equal_to_image():
+    assert pyramid.stage_sizes("cos", (40, 30), 3, 30) == [(40, 30)] * 3
+
+
+def test_stage_sizes_float_noise_guard():
+    # m * ((25/m)**(1/6))**6 is 25 only up to float noise (e.g. 25.000000000000004
+    # for some m); a plain ceil would give 26, the guarded ceil must give 25.
+    for m in range(25, 400):
+        sizes = pyramid.stage_sizes("geometric", (m, m + 13), 7, 25)
+        assert min(sizes[0]) == 25
+
+
+def test_stage_sizes_errors():
+    with pytest.raises(UserError, match="unknown pyramid schedule 'cosine'") as exc:
+        pyramid.stage_sizes("cosine", (250, 188), 6, 25)
+    for name in pyramid.SCHEDULES:
+        assert name in str(exc.value)
+    with pytest.raises(UserError, match="188.*min_size=200.*lower data.min_size"):
+        pyramid.stage_sizes("cos", (250, 188), 6, 200)
+    with pytest.raises(UserError, match="at least 2 stages"):
+        pyramid.stage_sizes("cos", (250, 188), 1, 25)
+    with pytest.raises(UserError, match="unknown pyramid schedule"):
+        pyramid.exponents("linear", 5)
+    assert issubclass(UserError, ValueError)
+
+
+def test_num_geometric_stages_singan_formula():
+    # 250x188, min 25, max 250: ceil(log(25/188)/log(.75)) = ceil(7.013) = 8,
+    # ceil(log(250/250)/log(.75)) = 0, so S - 1 = 8.
+    assert pyramid.num_geometric_stages((250, 188), 25, 250) == 9
+    # 600x243, max 250: ceil(log(25/243)/log(.75)) = ceil(7.905) = 8,
+    # ceil(log(250/600)/log(.75)) = ceil(3.043) = 4, so S - 1 = 4.
+    assert pyramid.num_geometric_stages((600, 243), 25, 250) == 5
+    # Cross-check against the formula evaluated here.
+    for hw in [(250, 188), (600, 243), (400, 300), (1024, 768), (120, 90)]:
+        h, w = hw
+        log_r0 = math.log(0.75)
+        expect = (
+            math.ceil(math.log(25 / min(h, w)) / log_r0)
+            - math.ceil(math.log(min(250, max(h, w)) / max(h, w)) / log_r0)
+            + 1
+        )
+        assert pyramid.num_geometric_stages(hw, 25, 250) == max(expect, 2)
+    # Guard: an image barely larger than min_size still gets 2 stages.
+    assert pyramid.num_geometric_stages((26, 26), 25, 250) == 2
+
+
+def test_stage_sizes_from_config():
+    cfg = types.SimpleNamespace(
+        pyramid=types.SimpleNamespace(schedule="quad", num_stages=6),
+        data=types.SimpleNamespace(min_size=25, max_size=250),
+    )
+    sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
+    assert sizes == HAND_SIZES_250x188["quad"]
+
+    cfg.pyramid.schedule = "geometric"  # num_stages ignored; r0 defaults to 0.75
+    sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
+    assert len(sizes) == 9
+    assert sizes == pyramid.stage_sizes("geometric", (250, 188), 9, 25)
+
+    cfg.pyramid.r0 = 0.5  # ceil(log(25/188)/log(.5)) = ceil(2.91) = 3
+    sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
+    assert len(sizes) == 4
+
+
+def test_stage_sizes_from_config_dict():
+    ml_collections = pytest.importorskip("ml_collections")
+    cfg = ml_collections.ConfigDict(
+        {
+            "pyramid": {"schedule": "geometric", "num_stages": 6, "r0": 0.75},
+            "data": {"min_size": 25, "max_size": 250},
+        }
+    )
+    # 600x243 original, resized to 250x101 for training.
+    sizes = pyramid.stage_sizes_from_config(cfg, (250, 101), (600, 243))
+    assert len(sizes) == 5
+    assert sizes[-1] == (250, 101)
+    assert min(sizes[0]) == 25
+
+
+def test_resize_checkerboard_antialiased():
+    ii, jj = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    board = np.where((ii + jj) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    image = jnp.asarray(np.repeat(board[:, :, None], 3, axis=2))
+    for hw in [(16, 16), (21, 13)]:
+        small = np.asarray(pyramid.resize(image, hw))
+        assert small.shape == (*hw, 3)
+        # Interior pixels average the +-1 pattern away; borders are renormalised
+        # so they may deviate a little more.
+        assert np.abs(small[2:-2, 2:-2]).max() < 0.05
+        assert abs(small.mean()) < 0.05
+
+
+def test_resize_constant_is_constant():
+    image = jnp.full((40, 30, 3), 0.37, dtype=jnp.float32)
+    for hw in [(10, 7), (25, 25), (80, 61)]:
+        out = np.asarray(pyramid.resize(image, hw))
+        assert out.shape == (*hw, 3)
+        np.testing.assert_allclose(out, 0.37, atol=1e-5)
+    batch = jnp.full((2, 40, 30, 1), -0.5, dtype=jnp.float32)
+    np.testing.assert_allclose(pyramid.resize(batch, (13, 9)), -0.5, atol=1e-5)
+
+
+def test_build_shapes_and_range():
+    rng = np.random.default_rng(0)
+    sizes = pyramid.stage_sizes("cos", (50, 38), 4, 10)
+    image = jnp.asarray(rng.uniform(-1, 1, size=(50, 38, 3)).astype(np.float32))
+    levels = pyramid.build(image, sizes)
+    assert len(levels) == len(sizes)
+    for level, hw in zip(levels, sizes, strict=True):
+        assert level.shape == (*hw, 3)
+        assert float(level.min()) >= -1.0 and float(level.max()) <= 1.0
+    assert levels[-1] is image
+
+    # Every level comes straight from the finest image, not from the level above.
+    np.testing.assert_allclose(
+        levels[0], jnp.clip(pyramid.resize(image, sizes[0]), -1, 1), atol=1e-6
+    )
+
+    batch = image[None]
+    levels = pyramid.build(batch, sizes)
+    assert [lv.shape for lv in levels] == [(1, *hw, 3) for hw in sizes]
+
+    with pytest.raises(UserError, match="finest stage"):
+        pyramid.build(image, [(10, 10), (40, 40)])
+
+
+def test_scale_factor_between():
+    sizes = [(25, 34), (50, 68), (100, 100)]
+    assert pyramid.scale_factor_between(sizes, 1) == pytest.approx(2.0)
+    assert pyramid.scale_factor_between(sizes, 2) == pytest.approx(
+        (100 / 50 + 100 / 68) / 2
+    )
+    with pytest.raises(UserError):
+        pyramid.scale_factor_between(sizes, 0)
