@@ -144,23 +144,29 @@ def test_stage_sizes_errors():
 
 def test_num_geometric_stages_singan_formula():
     # 250x188, min 25, max 250: ceil(log(25/188)/log(.75)) = ceil(7.013) = 8,
-    # ceil(log(250/250)/log(.75)) = 0, so S - 1 = 8.
-    assert pyramid.num_geometric_stages((250, 188), 25, 250) == 9
+    # ceil(log(250/250)/log(.75)) = 0, so S - 1 = 8 + 1 (SinGAN's stop_scale).
+    assert pyramid.num_geometric_stages((250, 188), 25, 250) == 10
     # 600x243, max 250: ceil(log(25/243)/log(.75)) = ceil(7.905) = 8,
-    # ceil(log(250/600)/log(.75)) = ceil(3.043) = 4, so S - 1 = 4.
-    assert pyramid.num_geometric_stages((600, 243), 25, 250) == 5
+    # ceil(log(250/600)/log(.75)) = ceil(3.043) = 4, so S - 1 = 8 + 1 - 4 = 5.
+    assert pyramid.num_geometric_stages((600, 243), 25, 250) == 6
+    # The CPU baselines of issue 6: 250x188 at max_size 64 and 128: SinGAN (PyTorch)
+    # trained 5 and 7 stages. ceil(log(64/250)/log(.75)) = ceil(4.74) = 5 and
+    # ceil(log(128/250)/log(.75)) = ceil(2.33) = 3: 8 + 1 - 5 = 4, 8 + 1 - 3 = 6.
+    assert pyramid.num_geometric_stages((250, 188), 25, 64) == 5
+    assert pyramid.num_geometric_stages((250, 188), 25, 128) == 7
     # Cross-check against the formula evaluated here.
     for hw in [(250, 188), (600, 243), (400, 300), (1024, 768), (120, 90)]:
         h, w = hw
         log_r0 = math.log(0.75)
         expect = (
             math.ceil(math.log(25 / min(h, w)) / log_r0)
+            + 1
             - math.ceil(math.log(min(250, max(h, w)) / max(h, w)) / log_r0)
             + 1
         )
         assert pyramid.num_geometric_stages(hw, 25, 250) == max(expect, 2)
-    # Guard: an image barely larger than min_size still gets 2 stages.
-    assert pyramid.num_geometric_stages((26, 26), 25, 250) == 2
+    # An image barely larger than min_size: ceil(0.136) + 1 + 1 = 3 stages.
+    assert pyramid.num_geometric_stages((26, 26), 25, 250) == 3
 
 
 def test_stage_sizes_from_config():
@@ -173,7 +179,7 @@ def test_stage_sizes_from_config():
 
     cfg.pyramid.schedule = "geometric"  # num_stages ignored; r0 defaults to 0.75
     sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
-    assert len(sizes) == 9
+    assert len(sizes) == 10
     assert sizes == pyramid.stage_sizes("geometric", (250, 188), 9, 25)
 
     cfg.pyramid.r0 = 0.5  # ceil(log(25/188)/log(.5)) = ceil(2.91) = 3
@@ -191,7 +197,7 @@ def test_stage_sizes_from_config_dict():
     )
     # 600x243 original, resized to 250x101 for training.
     sizes = pyramid.stage_sizes_from_config(cfg, (250, 101), (600, 243))
-    assert len(sizes) == 5
+    assert len(sizes) == 6
     assert sizes[-1] == (250, 101)
     assert min(sizes[0]) == 25
 
