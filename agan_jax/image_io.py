@@ -1,0 +1,354 @@
+"""Load, validate and normalise images and masks; save images, grids and GIFs.
+
+Images inside the library are float32 HWC arrays in [-1, 1] (RGB). Files are read
+and written with Pillow; resizing goes through `pyramid.resize`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from agan_jax import pyramid
+from agan_jax.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+_IMAGE_FIX = "pass an existing PNG/JPEG with --config.data.image=PATH"
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _open(path: PathLike, what: str, fix: str) -> Image.Image:
+    """Opens and fully decodes an image file, turning every failure into UserError."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} file not found: {p}; {fix}")
+    if p.is_dir():
+        raise UserError(f"{what} path is a directory, not a file: {p}; {fix}")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            # Apply the EXIF orientation so the array matches what viewers show.
+            return ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as e:
+        raise UserError(
+            f"{what} file {p} is too large to decode safely ({e}); "
+            f"downscale it before use; {fix}"
+        ) from e
+    except Image.UnidentifiedImageError as e:
+        raise UserError(
+            f"{what} file {p} is not an image Pillow can read; {fix}"
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UserError(
+            f"{what} file {p} could not be decoded (truncated or corrupt: {e}); {fix}"
+        ) from e
+
+
+def _rescale_warn(x: np.ndarray, p: Path, mode: str) -> np.ndarray:
+    """Min-max rescales `x` to [0, 1] and logs a warning saying so."""
+    lo, hi = float(x.min()), float(x.max())
+    logger.warning(
+        "image %s (Pillow mode %s) has values in [%g, %g], outside the expected "
+        "range; rescaled min..max to the full range. Save it as 8- or 16-bit PNG "
+        "to control the scaling.",
+        p,
+        mode,
+        lo,
+        hi,
+    )
+    if hi == lo:
+        return np.zeros_like(x)
+    return (x - lo) / (hi - lo)
+
+
+def _decode(img: Image.Image, p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels as float64 HxWxC in [0, 1] (C = 1 or 3) and alpha HxW in [0, 1] or None."""
+    mode = img.mode
+    if mode == "1":
+        return np.asarray(img, dtype=np.float64)[..., None], None
+    if mode == "L":
+        return np.asarray(img, dtype=np.float64)[..., None] / 255.0, None
+    if mode in ("LA", "La"):
+        a = np.asarray(img.convert("LA"), dtype=np.float64) / 255.0
+        return a[..., :1], a[..., 1]
+    if mode in _16BIT_MODES:
+        return np.asarray(img).astype(np.float64)[..., None] / 65535.0, None
+    if mode == "I":
+        x = np.asarray(img).astype(np.float64)
+        if x.size and (x.min() < 0 or x.max() > 65535):
+            x = _rescale_warn(x, p, mode)
+        else:  # Pillow's usual carrier for 16-bit data.
+            x = x / 65535.0
+        return x[..., None], None
+    if mode == "F":
+        x = np.asarray(img).astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise UserError(
+                f"image {p} (float mode F) contains NaN or infinite values; "
+                "save it as an 8- or 16-bit PNG"
+            )
+        if x.size and (x.min() < 0 or x.max() > 1):
+            x = _rescale_warn(x, p, mode)
+        return x[..., None], None
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.float64) / 255.0, None
+    if mode in ("RGBA", "RGBa"):
+        a = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
+        return a[..., :3], a[..., 3]
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        return _decode(img.convert("RGBA" if has_alpha else "RGB"), p)
+    try:  # CMYK, YCbCr, LAB, HSV, ...
+        rgb = img.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise UserError(
+            f"image {p} has Pillow mode {mode}, which cannot be converted to RGB; "
+            "save it as an 8-bit RGB PNG or JPEG"
+        ) from e
+    return np.asarray(rgb, dtype=np.float64) / 255.0, None
+
+
+def _check_size_arg(name: str, value: int | None) -> None:
+    """Raises UserError unless `value` is None or a positive int."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise UserError(
+            f"{name} must be a positive integer, got {value!r}; "
+            f"set --config.data.{name}=N with N >= 1"
+        )
+
+
+def load_image(
+    path: PathLike, max_size: int | None = None, min_size: int | None = None
+) -> np.ndarray:
+    """Loads an image file as RGB float32 HWC in [-1, 1], optionally capped in size.
+
+    Grayscale is replicated to 3 channels, palette and CMYK are converted, alpha is
+    dropped (with a warning when not fully opaque), 16-bit data is scaled from
+    0..65535. If the longer side exceeds `max_size` it is resized to `max_size`;
+    a shorter side below `min_size` (after resizing) is a UserError.
+    """
+    _check_size_arg("max_size", max_size)
+    _check_size_arg("min_size", min_size)
+    p = Path(path)
+    img = _open(p, "image", _IMAGE_FIX)
+    x, alpha = _decode(img, p)
+    if alpha is not None and np.any(alpha < 1.0):
+        logger.warning(
+            "image %s has transparent pixels (mode %s); the alpha channel was "
+            "dropped and the colour under it kept. Flatten the image onto a "
+            "background first if that is not what you want.",
+            p,
+            img.mode,
+        )
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    image = (x * 2.0 - 1.0).astype(np.float32)
+    h, w = image.shape[:2]
+    if max_size is not None and max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        if h >= w:
+            hw = (max_size, max(1, round(w * scale)))
+        else:
+            hw = (max(1, round(h * scale)), max_size)
+        image = np.array(pyramid.resize(image, hw), dtype=np.float32)
+        image = np.clip(image, -1.0, 1.0)
+    if min_size is not None and min(image.shape[:2]) < min_size:
+        rh, rw = image.shape[:2]
+        resized = (
+            f" after resizing to max_size={max_size}" if (rh, rw) != (h, w) else ""
+        )
+        raise UserError(
+            f"image {p} is {rh}x{rw} (HxW){resized}; its shorter side {min(rh, rw)} "
+            f"is below min_size={min_size}. Use a larger image or lower "
+            f"--config.data.min_size"
+        )
+    return image
+
+
+def load_mask(path: PathLike, hw: tuple[int, int]) -> np.ndarray:
+    """Loads a mask file as float32 HxW in {0, 1} at size `hw` (white = 1)."""
+    h, w = (int(hw[0]), int(hw[1]))
+    if h < 1 or w < 1:
+        raise ValueError(f"load_mask: hw must be positive, got {hw}")
+    p = Path(path)
+    fix = "pass an existing PNG mask, white where the image should change"
+    img = _open(p, "mask", fix)
+    x, alpha = _decode(img, p)
+    if x.shape[-1] == 3:  # ITU-R 601 luma, as Pillow's convert("L").
+        gray = x @ np.array([0.299, 0.587, 0.114])
+    else:
+        gray = x[..., 0]
+    if alpha is not None:  # Transparent counts as unpainted.
+        gray = gray * alpha
+    if np.any((gray > 0.0) & (gray < 1.0)):
+        logger.warning(
+            "mask %s is not binary (values between black and white); thresholded "
+            "at 0.5. Save masks as pure black/white PNG to avoid this.",
+            p,
+        )
+    if gray.shape != (h, w):
+        gray = np.asarray(pyramid.resize(gray[..., None].astype(np.float32), (h, w)))
+        gray = gray[..., 0]
+    mask = (gray >= 0.5).astype(np.float32)
+    if not mask.any():
+        raise UserError(
+            f"mask {p} has no pixels set (after thresholding at 0.5 and resizing to "
+            f"{h}x{w}); paint the region to change in white"
+        )
+    return mask
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Maps [-1, 1] floats to uint8 0..255 (rounded, clipped)."""
+    x = np.asarray(image, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("to_uint8: image contains NaN or infinite values")
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def from_uint8(array: np.ndarray) -> np.ndarray:
+    """Maps uint8 0..255 to float32 [-1, 1]; inverse of `to_uint8` up to quantisation."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        raise ValueError(f"from_uint8 expects a uint8 array, got {a.dtype}")
+    return (a.astype(np.float32) / np.float32(127.5) - np.float32(1.0)).astype(
+        np.float32
+    )
+
+
+def save_image(
+    path: PathLike,
+    image: np.ndarray,
+    *,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> None:
+    """Saves HWC (C = 1 or 3) or HxW values in `value_range` as an image (PNG).
+
+    The format follows the file suffix (PNG when there is none); parent folders are
+    created.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if not (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] == 3)):
+        raise ValueError(
+            f"save_image expects HxW, HxWx1 or HxWx3, got shape {x.shape}; "
+            "use save_grid for a batch"
+        )
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not hi > lo:
+        raise ValueError(
+            f"save_image: value_range must be (low, high), got {value_range}"
+        )
+    pixels = to_uint8((x - lo) / (hi - lo) * 2.0 - 1.0)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pil = Image.fromarray(pixels)
+    try:
+        pil.save(p, format=None if p.suffix else "PNG")
+    except (ValueError, KeyError) as e:
+        raise UserError(f"cannot save image to {p} ({e}); use a .png file name") from e
+
+
+def make_grid(
+    images: np.ndarray | Sequence[np.ndarray],
+    ncols: int | None = None,
+    pad: int = 2,
+    pad_value: float = 1.0,
+) -> np.ndarray:
+    """Tiles NHWC images into one HWC image, row-major, with `pad` px borders.
+
+    Cell i sits at row i // ncols, column i % ncols, its top-left corner at
+    (pad + row * (h + pad), pad + col * (w + pad)); the result is
+    (rows * (h + pad) + pad) x (ncols * (w + pad) + pad). Unused cells and borders
+    are `pad_value`.
+    """
+    x = np.asarray(np.stack(list(images)) if not hasattr(images, "ndim") else images)
+    if x.ndim != 4:
+        raise ValueError(f"make_grid expects NHWC images, got shape {x.shape}")
+    n, h, w, c = x.shape
+    if n == 0:
+        raise ValueError("make_grid: no images")
+    if ncols is None:
+        ncols = math.ceil(math.sqrt(n))
+    if ncols < 1 or pad < 0:
+        raise ValueError(f"make_grid: need ncols >= 1 and pad >= 0, got {ncols}, {pad}")
+    rows = math.ceil(n / ncols)
+    grid = np.full(
+        (rows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, np.float32
+    )
+    for i in range(n):
+        y0 = pad + (i // ncols) * (h + pad)
+        x0 = pad + (i % ncols) * (w + pad)
+        grid[y0 : y0 + h, x0 : x0 + w] = x[i]
+    return grid
+
+
+def save_grid(
+    path: PathLike,
+    images: np.ndarray | Sequence[np.ndarray],
+    ncols: int | None = None,
+    pad: int = 2,
+) -> None:
+    """Saves NHWC [-1, 1] images as one grid image (see `make_grid`)."""
+    save_image(path, make_grid(images, ncols=ncols, pad=pad))
+
+
+def save_gif(
+    path: PathLike,
+    frames: np.ndarray | Sequence[np.ndarray],
+    fps: float = 10.0,
+    loop: int = 0,
+) -> None:
+    """Saves NHWC [-1, 1] frames as an animated GIF (`loop=0`: forever).
+
+    Pillow merges consecutive identical frames into one longer frame, so the file
+    can hold fewer frames than given while playing for the same time.
+    """
+    if not fps > 0:
+        raise UserError(f"GIF fps must be positive, got {fps}; pass fps > 0")
+    x = np.asarray(np.stack(list(frames)) if not hasattr(frames, "ndim") else frames)
+    if x.ndim != 4 or x.shape[0] == 0 or x.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"save_gif expects NHWC frames with C = 1 or 3, got shape {x.shape}"
+        )
+    pixels = to_uint8(x)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    pil = [Image.fromarray(f) for f in pixels]
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pil[0].save(
+        p,
+        format="GIF",
+        save_all=True,
+        append_images=pil[1:],
+        duration=max(1, round(1000.0 / fps)),
+        loop=int(loop),
+    )
+
+
+def image_hash(image: np.ndarray) -> str:
+    """SHA-256 hex digest of an image's shape and float32 pixel bytes."""
+    a = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+    h = hashlib.sha256()
+    h.update(repr(tuple(int(s) for s in a.shape)).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def strip(images: np.ndarray | Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Places images side by side in one row: `make_grid(images, ncols=len(images))`."""
+    return make_grid(images, ncols=len(images), pad=pad)
