@@ -180,11 +180,11 @@ def test_stage_sizes_from_config():
     cfg.pyramid.schedule = "geometric"  # num_stages ignored; r0 defaults to 0.75
     sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
     assert len(sizes) == 10
-    assert sizes == pyramid.stage_sizes("geometric", (250, 188), 9, 25)
+    assert sizes == pyramid.stage_sizes("geometric", (250, 188), 10, 25)
 
-    cfg.pyramid.r0 = 0.5  # ceil(log(25/188)/log(.5)) = ceil(2.91) = 3
+    cfg.pyramid.r0 = 0.5  # ceil(log(25/188)/log(.5)) = ceil(2.91) = 3, + 2 = 5 stages
     sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
-    assert len(sizes) == 4
+    assert len(sizes) == 5
 
 
 def test_stage_sizes_from_config_dict():
