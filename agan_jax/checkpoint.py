@@ -1,0 +1,249 @@
+"""Orbax checkpoints: one per finished stage, plus the run's metadata.
+
+Layout of a run directory:
+  run.json            config, model kind, schedule, stage sizes, image hash, version
+  real.npy, real.png  the training image at the finest size (exact, and to look at)
+  checkpoints/<s>/    stage s: generator and critic variables, optimiser states,
+                      PRNG key, reconstruction noise z*, noise amplitude, size
+  metrics.jsonl       losses and per-stage timings
+  stages/             sample grids (and attention maps) written after each stage
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+import agan_jax
+from agan_jax import image_io
+from agan_jax.errors import UserError
+from agan_jax.models import ModelSpec
+from agan_jax.sampling import Run
+
+# Config entries that may change between a run and its resumption.
+_RESUMABLE_KEYS = {
+    "data.image",
+    "train.log_every",
+    "train.stage_samples",
+    "train.steps_per_call",
+}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_to_dict(config) -> dict:
+    """The config as plain JSON-compatible nested dicts."""
+    return json.loads(config.to_json_best_effort())
+
+
+def run_metadata(config, spec: ModelSpec, sizes, image: np.ndarray) -> dict:
+    """Everything that describes a run, saved once as run.json."""
+    return {
+        "kind": spec.kind,
+        "schedule": str(config.pyramid.schedule),
+        "num_stages": len(sizes),
+        "sizes": [list(map(int, s)) for s in sizes],
+        "image_hash": image_io.image_hash(np.asarray(image, np.float32)),
+        "image_path": str(config.data.image),
+        "config": config_to_dict(config),
+        "version": agan_jax.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+class RunStore:
+    """The files of one run directory; one Orbax CheckpointManager, step = stage."""
+
+    def __init__(self, workdir: str):
+        self.workdir = os.path.abspath(workdir)
+        self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
+        self._mngr = None
+
+    # -- metadata ----------------------------------------------------------
+    @property
+    def meta_path(self) -> str:
+        return os.path.join(self.workdir, "run.json")
+
+    def read_metadata(self) -> dict:
+        """run.json, or a UserError saying the directory holds no run."""
+        if not os.path.isdir(self.workdir):
+            raise UserError(
+                f"run directory not found: {self.workdir}; pass the --workdir of a "
+                "trained run (python -m launch.train ... --workdir=DIR makes one)"
+            )
+        if not os.path.exists(self.meta_path):
+            raise UserError(
+                f"{self.workdir} holds no trained run (run.json missing); train one "
+                "with python -m launch.train --workdir=DIR"
+            )
+        try:
+            with open(self.meta_path) as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(
+                f"{self.meta_path} is unreadable ({e}); delete the run directory and "
+                "train again"
+            ) from e
+
+    def check_or_write_metadata(self, meta: dict, image: np.ndarray) -> None:
+        """Writes run.json for a new run; for an existing one, checks it matches."""
+        if os.path.exists(self.meta_path):
+            old = self.read_metadata()
+            if old.get("image_hash") != meta["image_hash"]:
+                raise UserError(
+                    f"{self.workdir} holds a run of another image "
+                    f"({old.get('image_path')}, not {meta['image_path']}); use a new "
+                    "--workdir, or delete that directory to start over"
+                )
+            a, b = _flatten(old.get("config", {})), _flatten(meta["config"])
+            diff = [
+                f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                for k in sorted(set(a) | set(b))
+                if k not in _RESUMABLE_KEYS and a.get(k) != b.get(k)
+            ]
+            if diff or old.get("sizes") != meta["sizes"]:
+                raise UserError(
+                    f"{self.workdir} holds a run with other settings ("
+                    + "; ".join(diff or ["stage sizes differ"])
+                    + "); resume it with its own settings or use a new --workdir"
+                )
+            return
+        os.makedirs(self.workdir, exist_ok=True)
+        tmp = self.meta_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(meta, f, indent=2)
+        np.save(os.path.join(self.workdir, "real.npy"), np.asarray(image, np.float32))
+        image_io.save_image(os.path.join(self.workdir, "real.png"), np.asarray(image))
+        os.replace(tmp, self.meta_path)
+
+    # -- checkpoints -------------------------------------------------------
+    @property
+    def mngr(self) -> ocp.CheckpointManager:
+        if self._mngr is None:
+            options = ocp.CheckpointManagerOptions(
+                create=True, max_to_keep=None, enable_async_checkpointing=False
+            )
+            self._mngr = ocp.CheckpointManager(self.ckpt_dir, options=options)
+        return self._mngr
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the manager."""
+        if self._mngr is not None:
+            self._mngr.wait_until_finished()
+            self._mngr.close()
+            self._mngr = None
+
+    def finished_stages(self, num_stages: int | None = None) -> list[int]:
+        """Stages 0..k-1 with a finished checkpoint; refuses gaps."""
+        if not os.path.isdir(self.ckpt_dir):
+            return []
+        steps = sorted(self.mngr.all_steps())
+        expected = list(range(len(steps)))
+        if steps != expected:
+            missing = sorted(set(range(max(steps) + 1)) - set(steps))
+            raise UserError(
+                f"checkpoints of {self.workdir} have a gap: stage(s) {missing} missing "
+                f"but later stage(s) saved; delete {self.ckpt_dir}/<stage> for the "
+                f"stages after {missing[0] - 1} and re-run to retrain them"
+            )
+        if num_stages is not None and len(steps) > num_stages:
+            raise UserError(f"{self.workdir} holds more stages than its run.json says")
+        return steps
+
+    def save_stage(self, stage: int, state, z_rec, noise_amp: float, size) -> None:
+        """Saves one finished stage (blocking)."""
+        tree = {
+            "g_vars": state.g_vars,
+            "d_vars": state.d_vars,
+            "g_opt": state.g_opt,
+            "d_opt": state.d_opt,
+            "key": jax.random.key_data(state.key),
+            "step": state.step,
+            "z_rec": z_rec,
+            "noise_amp": np.float32(noise_amp),
+        }
+        info = {
+            "stage": stage,
+            "size": [int(size[0]), int(size[1])],
+            "noise_amp": noise_amp,
+        }
+        self.mngr.save(
+            stage,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(info)
+            ),
+        )
+        self.mngr.wait_until_finished()
+
+    def load_stage(self, stage: int) -> dict[str, Any]:
+        """Restores one stage's tree; errors name the stage and the fix."""
+        try:
+            out = self.mngr.restore(
+                stage,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # Orbax raises many types; rewrap with the stage
+            raise UserError(
+                f"checkpoint of stage {stage} in {self.ckpt_dir} is unreadable "
+                f"({type(e).__name__}: {str(e)[:200]}); delete {self.ckpt_dir}/{stage} "
+                "(and later stages) and re-run the train command to retrain from it"
+            ) from e
+        return dict(out["state"])
+
+    def load_d_vars(self, stage: int):
+        """The critic variables of a finished stage (to warm-start the next)."""
+        return self.load_stage(stage)["d_vars"]
+
+    def load_run(self, upto: int | None = None) -> Run:
+        """The trained pyramid (stages 0..upto-1, default all finished) as a Run."""
+        meta = self.read_metadata()
+        config = ml_collections.ConfigDict(meta["config"])
+        spec = ModelSpec.from_config(config)
+        stages = self.finished_stages(meta["num_stages"])
+        if not stages:
+            raise UserError(
+                f"{self.workdir} has no finished stage yet; train it first (python -m "
+                "launch.train --workdir=...) or wait for stage 0 to finish"
+            )
+        upto = len(stages) if upto is None else upto
+        trees = [self.load_stage(s) for s in range(upto)]
+        real_path = os.path.join(self.workdir, "real.npy")
+        real = np.load(real_path) if os.path.exists(real_path) else None
+        to_jnp = lambda t: jax.tree.map(jax.numpy.asarray, t)  # noqa: E731
+        return Run(
+            spec=spec,
+            sizes=[tuple(s) for s in meta["sizes"]],
+            g_vars=[to_jnp(t["g_vars"]) for t in trees],
+            noise_amps=np.asarray([float(t["noise_amp"]) for t in trees], np.float32),
+            z_rec=jax.numpy.asarray(trees[0]["z_rec"]),
+            real=real,
+            config=config,
+            meta=meta,
+            workdir=self.workdir,
+        )
+
+
+def load_run(workdir: str) -> Run:
+    """Loads every finished stage of the run in `workdir`."""
+    store = RunStore(workdir)
+    try:
+        return store.load_run()
+    finally:
+        store.close()

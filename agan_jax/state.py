@@ -1,0 +1,73 @@
+"""Per-stage train state pytree, its initialisation and the warm start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class StageState:
+    """Everything that changes while one stage trains."""
+
+    step: jax.Array  # iterations done in this stage
+    g_vars: Any  # {'params': ..., 'batch_stats': ...} of the stage's generator
+    d_vars: Any  # the same for the critic
+    g_opt: Any
+    d_opt: Any
+    key: jax.Array  # typed PRNG key
+
+
+@flax.struct.dataclass
+class StageData:
+    """Constants of one stage (not donated; identical across its compiled calls)."""
+
+    real: jax.Array  # (h, w, 3) real image at this stage
+    rec_prev: jax.Array  # (h, w, 3) upsampled reconstruction of the stage below
+    z_rec: jax.Array  # (h, w, 3) fixed reconstruction noise: z* at stage 0, else 0
+    noise_amp: jax.Array  # scalar
+    lower_vars: Any  # tuple of the frozen generators' variables, stages < s
+    lower_amps: jax.Array  # (s,) noise amplitudes of the frozen stages
+
+
+def same_shapes(a: Any, b: Any) -> bool:
+    """True when two pytrees have the same structure and leaf shapes."""
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(
+        jnp.shape(x) == jnp.shape(y)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def warm_start(new_vars: dict, old_vars: dict | None) -> dict:
+    """Copies every top-level submodule (per collection) whose shapes match.
+
+    A new stage starts from the previous stage's weights where the architecture is
+    unchanged (SinGAN copies G and D when the width stays the same); AGAN's first
+    attention stage takes G_A from the SinGAN stage 0 and initialises G_B afresh.
+    """
+    if old_vars is None:
+        return new_vars
+    out = {}
+    for col, mods in new_vars.items():
+        old_col = old_vars.get(col, {})
+        out[col] = {
+            name: (
+                old_col[name]
+                if name in old_col and same_shapes(sub, old_col[name])
+                else sub
+            )
+            for name, sub in mods.items()
+        }
+    return out
+
+
+def adam(lr: float, beta1: float, beta2: float, boundary: int, gamma: float):
+    """Adam with a step decay of the learning rate by `gamma` after `boundary` updates."""
+    schedule = optax.piecewise_constant_schedule(lr, {int(boundary): gamma})
+    return optax.adam(schedule, b1=beta1, b2=beta2)

@@ -1,0 +1,30 @@
+"""AGAN: attention generators above stage 0, a non-linear pyramid, TV loss.
+
+Schedules: `cos` = AGAN(1) (eq. 2), `quad` = AGAN(2) (eq. 3), `circ` = AGAN(3)
+(eq. 4, the default). 6 stages.
+
+Command (CPU-sized: 64 px, 6 stages, 200 iterations per stage):
+  python -m launch.train --config=configs/agan.py --workdir=runs/agan
+  python -m launch.train --config=configs/agan.py:quad --workdir=runs/agan2
+Variants combine with commas: `:circ,tiny` (tests), `:cos,gpu` (paper size).
+Look at runs/agan/stages/*.png (samples and attention maps after each stage).
+"""
+
+from __future__ import annotations
+
+from configs import default
+
+SCHEDULES = ("cos", "quad", "circ")
+
+
+def get_config(arg: str | None = None):
+    """AGAN config; `arg` holds a schedule and/or the variants of default.py."""
+    tokens = default.parse_arg(arg, SCHEDULES + default.VARIANTS)
+    schedules = [t for t in tokens if t in SCHEDULES]
+    if len(schedules) > 1:
+        raise ValueError(f"give one AGAN schedule, got {schedules}")
+    config = default.get_config(",".join(t for t in tokens if t in default.VARIANTS))
+    config.model.kind = "agan"
+    config.pyramid.schedule = schedules[0] if schedules else "circ"
+    config.loss.tv_weight = 1.0
+    return config
