@@ -26,7 +26,11 @@ def _fail(message: str) -> None:
 
 def _parse(argv: list[str]) -> list[str]:
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS:
+            # Config files load lazily: force the load so a bad file fails here.
+            flags.FLAGS["config"].value.keys()
+        return rest
     except flags.UnrecognizedFlagError as e:
         name = getattr(e, "flagname", "") or str(e)
         if str(name).startswith("config."):
@@ -38,15 +42,26 @@ def _parse(argv: list[str]) -> list[str]:
             )
         _fail(f"{e}; run with --helpfull for the list of flags")
     except flags.Error as e:
-        _fail(f"{e}; check the flag's value (run with --helpfull for help)")
+        msg = str(e)
+        if "Traceback" in msg:  # a config file's get_config raised: keep its message
+            lines = [ln for ln in msg.splitlines() if ln.strip()]
+            msg = f"{lines[0]} {lines[-1]}"
+        _fail(f"{msg}; check the flag's value (run with --helpfull for help)")
     except (FileNotFoundError, OSError) as e:
-        _fail(f"{e}; pass an existing config file, e.g. --config=configs/agan.py")
+        msg = " ".join(str(e).split())
+        _fail(f"{msg}; pass an existing config file, e.g. --config=configs/agan.py")
     except KeyError as e:
         _fail(
             f"unknown config key {e}: the config has no such field; check the "
             "spelling against the config file (configs/default.py lists every field)"
         )
-    except (ValueError, AttributeError, TypeError) as e:
+    except (ValueError, AttributeError, TypeError) as e:  # noqa: B014
+        if isinstance(e, AttributeError) or "has no attribute" in str(e):
+            _fail(
+                f"unknown config key {str(e).strip(chr(34) + chr(39))!r}: the config "
+                "has no such field; check the spelling against the config file "
+                "(configs/default.py lists every field)"
+            )
         _fail(f"bad config: {e}; check --config and the --config.* overrides")
     return []
 
