@@ -74,6 +74,24 @@ def run_stages(
     return x, attns
 
 
+def pyramid_forward(
+    spec: ModelSpec,
+    variables: Sequence[Any],
+    sizes: Sequence[Size],
+    amps: jax.Array,
+    noises: Sequence[jax.Array | None],
+    x: jax.Array | None,
+    start: int,
+    stop: int,
+) -> tuple[jax.Array, list]:
+    """The model-agnostic pyramid forward pass (dispatches on spec.kind).
+
+    Same contract as `run_stages`; the entry point for applications.
+    """
+    gens = [make_generator(spec, s) for s in range(stop)]
+    return run_stages(gens, variables, sizes, amps, noises, x, start, stop)
+
+
 def rec_noises(z_rec: jax.Array, sizes: Sequence[Size], stop: int) -> list:
     """Reconstruction noise: the fixed z* at stage 0, zero above."""
     return [z_rec] + [jnp.zeros((*sizes[s], 3), jnp.float32) for s in range(1, stop)]
