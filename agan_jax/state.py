@@ -67,7 +67,9 @@ def warm_start(new_vars: dict, old_vars: dict | None) -> dict:
     return out
 
 
-def adam(lr: float, beta1: float, beta2: float, boundary: int, gamma: float):
+def adam(
+    lr: float, beta1: float, beta2: float, boundary: float, gamma: float, eps=1e-8
+):
     """Adam with a step decay of the learning rate by `gamma` after `boundary` updates."""
     schedule = optax.piecewise_constant_schedule(lr, {int(boundary): gamma})
-    return optax.adam(schedule, b1=beta1, b2=beta2)
+    return optax.adam(schedule, b1=beta1, b2=beta2, eps=eps)

@@ -45,6 +45,7 @@ class TrainSettings:
     lr_d: float = 5e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    adam_eps: float = 1e-8
     lr_milestone: float = 0.8
     gamma: float = 0.1
     lambda_gp: float = 0.1
@@ -69,6 +70,7 @@ class TrainSettings:
             lr_d=float(t.lr_d),
             beta1=float(t.beta1),
             beta2=float(t.beta2),
+            adam_eps=float(t.get("adam_eps", 1e-8)),
             lr_milestone=float(t.lr_milestone),
             gamma=float(t.gamma),
             lambda_gp=float(lo.lambda_gp),
@@ -130,11 +132,12 @@ def make_stage_fns(spec: ModelSpec, sizes, stage: int, ts: TrainSettings):
     gens = [make_generator(spec, s) for s in range(stage + 1)]
     g_mod, d_mod = gens[stage], make_discriminator(spec, stage)
     h, w = sizes[stage]
+    milestone = ts.lr_milestone * ts.iters
     tx_g = adam(
-        ts.lr_g, ts.beta1, ts.beta2, ts.lr_milestone * ts.iters * ts.g_steps, ts.gamma
+        ts.lr_g, ts.beta1, ts.beta2, milestone * ts.g_steps, ts.gamma, ts.adam_eps
     )
     tx_d = adam(
-        ts.lr_d, ts.beta1, ts.beta2, ts.lr_milestone * ts.iters * ts.d_steps, ts.gamma
+        ts.lr_d, ts.beta1, ts.beta2, milestone * ts.d_steps, ts.gamma, ts.adam_eps
     )
 
     def init_vars(key):
