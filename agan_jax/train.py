@@ -9,6 +9,7 @@ iterations run per compiled call (1: a jitted step with donated state; k > 1: a
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -338,12 +339,95 @@ def resolve_path(path: str) -> str:
     return alt if os.path.exists(alt) else path
 
 
+@dataclasses.dataclass
+class StagePrograms:
+    """The compiled programs of one stage."""
+
+    fns: StageFns
+    init: Any  # compiled init_state(key, prev_g_vars, prev_d_vars)
+    runners: dict  # iterations per call -> compiled runner (see make_runner)
+    rec_prev: Any  # compiled (lower_vars, lower_amps, z_rec) -> rec input; None at 0
+    compile_s: float
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
+
+
+def rec_prev_fn(spec: ModelSpec, sizes, s: int):
+    """(lower_vars, lower_amps, z_rec) -> reconstruction of stage s-1 resized to s."""
+
+    def fn(lower_vars, lower_amps, z_rec):
+        noises = sampling.rec_noises(z_rec, sizes, s)
+        x, _ = sampling.pyramid_forward(
+            spec, lower_vars, sizes, lower_amps, noises, None, 0, s
+        )
+        return pyramid.resize(x, sizes[s])
+
+    return fn
+
+
+def plan_stages(spec, sizes, ts, first: int, last: int, prev_g, prev_d, lower):
+    """Abstract shapes of every stage's state and data, before anything trains.
+
+    Args:
+      prev_g, prev_d: variables (or shapes) of stage first-1, None at stage 0.
+      lower: generator variables (or shapes) of stages < first.
+    Returns:
+      {stage: (fns, state shapes, data shapes)} for stages first..last.
+    """
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    f32 = jnp.float32
+    prev_g, prev_d = _abstract(prev_g), _abstract(prev_d)
+    lower = [_abstract(v) for v in lower]
+    plan = {}
+    for s in range(first, last + 1):
+        fns = make_stage_fns(spec, sizes, s, ts)
+        state = jax.eval_shape(fns.init_state, key, prev_g, prev_d)
+        img = jax.ShapeDtypeStruct((*sizes[s], 3), f32)
+        data = StageData(
+            real=img,
+            rec_prev=img,
+            z_rec=img,
+            noise_amp=jax.ShapeDtypeStruct((), f32),
+            lower_vars=tuple(lower),
+            lower_amps=jax.ShapeDtypeStruct((s,), f32),
+        )
+        plan[s] = (fns, state, data, (key, prev_g, prev_d))
+        prev_g, prev_d = state.g_vars, state.d_vars
+        lower.append(state.g_vars)
+    return plan
+
+
+def compile_stage(spec, sizes, ts, s: int, planned) -> StagePrograms:
+    """Compiles one stage's programs from abstract shapes (runs in a worker thread)."""
+    t0 = time.time()
+    fns, state, data, init_args = planned
+    init = fns.init_state.lower(*init_args).compile()
+    runners = make_runner(fns, ts, state, data)
+    rec = None
+    if s > 0:
+        z = jax.ShapeDtypeStruct((*sizes[0], 3), jnp.float32)
+        rec = (
+            jax.jit(rec_prev_fn(spec, sizes, s))
+            .lower(data.lower_vars, data.lower_amps, z)
+            .compile()
+        )
+    return StagePrograms(fns, init, runners, rec, time.time() - t0)
+
+
 def train(config, workdir: str, stop_after: int | None = None, progress: bool = True):
     """Trains every unfinished stage of the run in `workdir`; returns the Run.
 
     Re-running with the same config and workdir resumes at the first unfinished
     stage. `stop_after` stops after that stage (for tests and staged launches).
+    Every stage's programs are compiled from abstract shapes in a worker thread,
+    so stage s+1 compiles while stage s trains.
     """
+    if config.model.kind == "consingan":  # one growing generator: own stage loop
+        from agan_jax import train_consingan
+
+        return train_consingan.train(config, workdir, stop_after, progress)
     spec = ModelSpec.from_config(config)
     ts = TrainSettings.from_config(config)
     image, original_hw, path = prepare_image(config)
@@ -363,55 +447,73 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
     prev_d = store.load_d_vars(len(done) - 1) if done else None
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     last = num_stages - 1 if stop_after is None else min(stop_after, num_stages - 1)
+    first = len(done)
     t_run = time.time()
-    for s in range(len(done), last + 1):
-        t0 = time.time()
-        fns = make_stage_fns(spec, sizes, s, ts)
-        gens = [make_generator(spec, i) for i in range(s + 1)]
-        if s == 0:
-            rec_prev = jnp.zeros((*sizes[0], 3), jnp.float32)
-            amp = 1.0
-        else:
-            noises = sampling.rec_noises(z_rec, sizes, s)
-            rec_below, _ = sampling.run_stages(
-                gens, g_vars, sizes, jnp.asarray(amps), noises, None, 0, s
-            )
-            rec_prev = pyramid.resize(rec_below, sizes[s])
-            rmse = float(jnp.sqrt(jnp.mean((reals[s] - rec_prev) ** 2)))
-            amp = ts.noise_amp_base * rmse
-        data = StageData(
-            real=reals[s],
-            rec_prev=rec_prev,
-            z_rec=z_rec if s == 0 else jnp.zeros((*sizes[s], 3), jnp.float32),
-            noise_amp=jnp.float32(amp),
-            lower_vars=tuple(g_vars),
-            lower_amps=jnp.asarray(amps, jnp.float32).reshape(s),
-        )
-        state = fns.init_state(
-            stage_key(seed, s), g_vars[-1] if g_vars else None, prev_d
-        )
-        state, compile_s, train_s = train_stage(
-            state, data, fns, ts, s, num_stages, sizes[s], metrics_path, progress
-        )
-        g_vars.append(state.g_vars)
-        amps.append(amp)
-        prev_d = state.d_vars
-        store.save_stage(s, state, z_rec, amp, sizes[s])
-        record = {
-            "event": "stage_done",
-            "stage": s,
-            "size": list(sizes[s]),
-            "noise_amp": amp,
-            "compile_s": round(compile_s, 3),
-            "train_s": round(train_s, 3),
-            "stage_s": round(time.time() - t0, 3),
-            "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+    plan = plan_stages(
+        spec, sizes, ts, first, last, g_vars[-1] if g_vars else None, prev_d, g_vars
+    )
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    try:
+        futures = {
+            s: pool.submit(compile_stage, spec, sizes, ts, s, plan[s])
+            for s in range(first, last + 1)
         }
-        append_jsonl(metrics_path, record)
-        stage_run = sampling.Run(
-            spec, list(sizes), list(g_vars), np.asarray(amps), z_rec
-        )
-        write_stage_images(config, stage_run, workdir, s, reals[s])
+        for s in range(first, last + 1):
+            t0 = time.time()
+            progs = futures[s].result()
+            wait_s = time.time() - t0
+            lower_amps = jnp.asarray(amps, jnp.float32).reshape(s)
+            if s == 0:
+                rec_prev = jnp.zeros((*sizes[0], 3), jnp.float32)
+                amp = 1.0
+            else:
+                rec_prev = progs.rec_prev(tuple(g_vars), lower_amps, z_rec)
+                rmse = float(jnp.sqrt(jnp.mean((reals[s] - rec_prev) ** 2)))
+                amp = ts.noise_amp_base * rmse
+            data = StageData(
+                real=reals[s],
+                rec_prev=rec_prev,
+                z_rec=z_rec if s == 0 else jnp.zeros((*sizes[s], 3), jnp.float32),
+                noise_amp=jnp.float32(amp),
+                lower_vars=tuple(g_vars),
+                lower_amps=lower_amps,
+            )
+            state = progs.init(
+                stage_key(seed, s), g_vars[-1] if g_vars else None, prev_d
+            )
+            state, train_s = train_stage(
+                state,
+                data,
+                progs.runners,
+                ts,
+                s,
+                num_stages,
+                sizes[s],
+                metrics_path,
+                progress,
+            )
+            g_vars.append(state.g_vars)
+            amps.append(amp)
+            prev_d = state.d_vars
+            store.save_stage(s, state, z_rec, amp, sizes[s])
+            record = {
+                "event": "stage_done",
+                "stage": s,
+                "size": list(sizes[s]),
+                "noise_amp": amp,
+                "compile_s": round(progs.compile_s, 3),
+                "compile_wait_s": round(wait_s, 3),
+                "train_s": round(train_s, 3),
+                "stage_s": round(time.time() - t0, 3),
+                "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+            }
+            append_jsonl(metrics_path, record)
+            stage_run = sampling.Run(
+                spec, list(sizes), list(g_vars), np.asarray(amps), z_rec
+            )
+            write_stage_images(config, stage_run, workdir, s, reals[s])
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     store.close()
     append_jsonl(
         metrics_path,
@@ -450,12 +552,9 @@ def make_runner(fns: StageFns, ts: TrainSettings, state, data):
     return runners
 
 
-def train_stage(state, data, fns, ts, s, num_stages, hw, metrics_path, progress):
-    """Runs one stage's iterations; returns (state, compile seconds, train seconds)."""
-    t0 = time.time()
-    runners = make_runner(fns, ts, state, data)
+def train_stage(state, data, runners, ts, s, num_stages, hw, metrics_path, progress):
+    """Runs one stage's iterations with compiled runners; returns (state, seconds)."""
     k = max(runners)
-    compile_s = time.time() - t0
     bar = tqdm(
         total=ts.iters,
         desc=f"stage {s}/{num_stages - 1} {hw[0]}x{hw[1]}",
@@ -494,7 +593,7 @@ def train_stage(state, data, fns, ts, s, num_stages, hw, metrics_path, progress)
             flush()
     jax.block_until_ready(state)
     bar.close()
-    return state, compile_s, time.time() - t1
+    return state, time.time() - t1
 
 
 def append_jsonl(path: str, record: dict) -> None:

@@ -108,8 +108,9 @@ def test_nonfinite_loss_stops_with_stage_and_iteration(tmp_path):
     fns, state, data = _stage0(SPEC, ts)
     data = data.replace(real=data.real.at[0, 0, 0].set(jnp.nan))
     with pytest.raises(train.TrainingDiverged, match=r"stage 0, iteration 2"):
+        runners = train.make_runner(fns, ts, state, data)
         train.train_stage(
-            state, data, fns, ts, 0, 1, SIZES[0], str(tmp_path / "m.jsonl"), False
+            state, data, runners, ts, 0, 1, SIZES[0], str(tmp_path / "m.jsonl"), False
         )
 
 
