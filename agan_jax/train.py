@@ -57,6 +57,7 @@ class TrainSettings:
     steps_per_call: int = 1
     compile_unit: str = "update"  # "update" or "iteration" (see make_runner)
     log_every: int = 25
+    stage_samples: int = 0  # samples in the grid written after each stage
 
     @classmethod
     def from_config(cls, config) -> TrainSettings:
@@ -81,6 +82,7 @@ class TrainSettings:
             gp_mode=str(t.get("gp_mode", "jvp")),
             steps_per_call=spc,
             log_every=max(1, int(t.log_every)),
+            stage_samples=max(0, int(t.get("stage_samples", 0))),
             compile_unit=resolve_compile_unit(str(t.get("compile_unit", "auto"))),
         )
         if settings.iters < 1 or settings.d_steps < 1 or settings.g_steps < 1:
@@ -347,6 +349,7 @@ class StagePrograms:
     init: Any  # compiled init_state(key, prev_g_vars, prev_d_vars)
     runners: dict  # iterations per call -> compiled runner (see make_runner)
     rec_prev: Any  # compiled (lower_vars, lower_amps, z_rec) -> rec input; None at 0
+    sampler: Any  # compiled (keys, g_vars 0..s, amps, base) -> (images, attentions)
     compile_s: float
 
 
@@ -413,7 +416,17 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> StagePrograms:
             .lower(data.lower_vars, data.lower_amps, z)
             .compile()
         )
-    return StagePrograms(fns, init, runners, rec, time.time() - t0)
+    sampler = None
+    if ts.stage_samples > 0:
+        n = ts.stage_samples
+        gens = [make_generator(spec, i) for i in range(s + 1)]
+        f = sampling.make_sampler(gens, sizes, 0, s + 1, with_attention=True)
+        keys = jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype)
+        amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
+        variables = (*data.lower_vars, state.g_vars)
+        base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
+        sampler = jax.jit(f).lower(keys, variables, amps, base).compile()
+    return StagePrograms(fns, init, runners, rec, sampler, time.time() - t0)
 
 
 def train(config, workdir: str, stop_after: int | None = None, progress: bool = True):
@@ -508,10 +521,17 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
                 "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
             }
             append_jsonl(metrics_path, record)
-            stage_run = sampling.Run(
-                spec, list(sizes), list(g_vars), np.asarray(amps), z_rec
-            )
-            write_stage_images(config, stage_run, workdir, s, reals[s])
+            if progs.sampler is not None:
+                write_stage_images(
+                    progs.sampler,
+                    ts.stage_samples,
+                    seed,
+                    g_vars,
+                    amps,
+                    workdir,
+                    s,
+                    reals[s],
+                )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     store.close()
@@ -603,13 +623,12 @@ def append_jsonl(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def write_stage_images(config, run: sampling.Run, workdir: str, s: int, real) -> None:
-    """A grid of samples (real image first) and, for AGAN, attention maps."""
-    n = int(config.train.stage_samples)
-    if n <= 0:
-        return
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), 20_000 + s)
-    images, attns = sampling.sample(run, key, n, with_attention=True)
+def write_stage_images(sampler, n: int, seed: int, g_vars, amps, workdir: str, s, real):
+    """A grid of n samples after stage s (real image first) and AGAN attention maps."""
+    key = jax.random.fold_in(jax.random.key(seed), 20_000 + s)
+    keys = jax.random.split(key, n)
+    base = jnp.zeros((1, 1, 3), jnp.float32)
+    images, attns = sampler(keys, tuple(g_vars), jnp.asarray(amps, jnp.float32), base)
     out = os.path.join(workdir, "stages")
     image_io.save_grid(
         os.path.join(out, f"stage_{s:02d}.png"), np.concatenate([real[None], images])
