@@ -113,7 +113,7 @@ def _make_injector(spec, sizes: Sequence[Size], start: int, stop: int):
     """f(keys, variables, amps, base) -> (n, h, w, 3): stages [start, stop) per key."""
 
     def one(key, variables, amps, base):
-        noises = sampling.stage_noises(key, sizes, start, stop)
+        noises = sampling.stage_noises(key, sizes, start, stop, spec)
         out, _ = sampling.pyramid_forward(
             spec, variables, sizes, amps, noises, base, start, stop
         )
