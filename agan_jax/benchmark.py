@@ -24,7 +24,11 @@ def count_params(tree) -> int:
 
 
 def stage_param_counts(run: sampling.Run) -> list[tuple[int, int, int]]:
-    """(stage, generator params, critic params) of every stage of a run."""
+    """(stage, generator params, critic params) of every stage of a run.
+
+    ConSinGAN's generator grows: its row s counts what stage s adds (block s; the
+    head and tail at stage 0), so the rows sum to the size of the final network.
+    """
     rows = []
     for s in range(run.num_stages):
         h, w = run.sizes[s]
@@ -33,7 +37,11 @@ def stage_param_counts(run: sampling.Run) -> list[tuple[int, int, int]]:
         d_shapes = jax.eval_shape(
             lambda x, d=d: d.init(jax.random.key(0), x, train=False), x
         )
-        g = count_params(run.g_vars[s]["params"])
+        params = run.g_vars[s]["params"]
+        if run.spec.kind == "consingan":
+            names = [f"block_{s}"] + (["head", "tail"] if s == 0 else [])
+            params = {name: params[name] for name in names}
+        g = count_params(params)
         rows.append((s, g, count_params(d_shapes["params"])))
     return rows
 

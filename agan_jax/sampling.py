@@ -18,23 +18,38 @@ import numpy as np
 
 from agan_jax import pyramid
 from agan_jax.errors import UserError
-from agan_jax.models import ModelSpec, make_generator
+from agan_jax.models import ModelSpec, consingan, make_generator
 
 Size = tuple[int, int]
 
 
-def draw_noise(key: jax.Array, hw: Size, stage: int) -> jax.Array:
-    """Standard normal noise, HWC; stage 0 draws one channel shared by RGB (SinGAN)."""
+def draw_noise(
+    key: jax.Array, hw: Size, stage: int, spec: ModelSpec | None = None
+) -> jax.Array:
+    """Standard normal noise, HWC; stage 0 draws one channel shared by RGB (SinGAN).
+
+    A ConSinGAN `spec` gives its own shapes (`consingan.noise_shape`).
+    """
+    if spec is not None and spec.kind == "consingan":
+        return consingan.draw_noise(spec, key, hw, stage)
     h, w = hw
     if stage == 0:
         return jnp.broadcast_to(jax.random.normal(key, (h, w, 1)), (h, w, 3))
     return jax.random.normal(key, (h, w, 3))
 
 
-def stage_noises(key: jax.Array, sizes: Sequence[Size], start: int, stop: int):
+def stage_noises(
+    key: jax.Array,
+    sizes: Sequence[Size],
+    start: int,
+    stop: int,
+    spec: ModelSpec | None = None,
+):
     """Noise maps for stages [start, stop), stage s from fold_in(key, s); None below."""
     return [
-        draw_noise(jax.random.fold_in(key, s), sizes[s], s) if s >= start else None
+        draw_noise(jax.random.fold_in(key, s), sizes[s], s, spec)
+        if s >= start
+        else None
         for s in range(stop)
     ]
 
@@ -86,14 +101,24 @@ def pyramid_forward(
 ) -> tuple[jax.Array, list]:
     """The model-agnostic pyramid forward pass (dispatches on spec.kind).
 
-    Same contract as `run_stages`; the entry point for applications.
+    Same contract as `run_stages`; the entry point for applications. ConSinGAN
+    runs go to `consingan.forward` (its noises come from `draw_noise(..., spec)`).
     """
+    if spec.kind == "consingan":
+        return consingan.forward(spec, variables, sizes, amps, noises, x, start, stop)
     gens = [make_generator(spec, s) for s in range(stop)]
     return run_stages(gens, variables, sizes, amps, noises, x, start, stop)
 
 
-def rec_noises(z_rec: jax.Array, sizes: Sequence[Size], stop: int) -> list:
-    """Reconstruction noise: the fixed z* at stage 0, zero above."""
+def rec_noises(
+    z_rec: jax.Array, sizes: Sequence[Size], stop: int, spec: ModelSpec | None = None
+) -> list:
+    """Reconstruction noise: the fixed z* at stage 0, zero above.
+
+    ConSinGAN: None above stage 0 (its fixed noises are drawn by the forward pass).
+    """
+    if spec is not None and spec.kind == "consingan":
+        return [z_rec] + [None] * (stop - 1)
     return [z_rec] + [jnp.zeros((*sizes[s], 3), jnp.float32) for s in range(1, stop)]
 
 
@@ -150,18 +175,21 @@ def reconstruct(run: Run, stop: int | None = None) -> jax.Array:
     stop = run.num_stages if stop is None else stop
     key = ("rec", stop)
     if key not in run._cache:
-        gens, sizes = run.gens, run.sizes
+        spec, sizes = run.spec, run.sizes
 
         def fn(variables, amps, z_rec):
-            noises = rec_noises(z_rec, sizes, stop)
-            return run_stages(gens, variables, sizes, amps, noises, None, 0, stop)[0]
+            noises = rec_noises(z_rec, sizes, stop, spec)
+            out, _ = pyramid_forward(
+                spec, variables, sizes, amps, noises, None, 0, stop
+            )
+            return out
 
         run._cache[key] = jax.jit(fn)
     return run._cache[key](run.g_vars[:stop], jnp.asarray(run.noise_amps), run.z_rec)
 
 
 def make_sampler(
-    gens: Sequence[Any],
+    gens: Sequence[Any] | ModelSpec,
     sizes: Sequence[Size],
     start: int,
     stop: int,
@@ -171,12 +199,21 @@ def make_sampler(
 
     `base` is the output of stage start-1 (ignored when start == 0). One vmap over
     keys; BatchNorm in inference mode, so each sample equals itself drawn alone.
+    `gens`: the generator modules, or a ModelSpec (then `pyramid_forward`).
     """
+    spec = gens if isinstance(gens, ModelSpec) else None
 
     def one(key, variables, amps, base):
-        noises = stage_noises(key, sizes, start, stop)
+        noises = stage_noises(key, sizes, start, stop, spec)
         x = None if start == 0 else base
-        out, attns = run_stages(gens, variables, sizes, amps, noises, x, start, stop)
+        if spec is not None:
+            out, attns = pyramid_forward(
+                spec, variables, sizes, amps, noises, x, start, stop
+            )
+        else:
+            out, attns = run_stages(
+                gens, variables, sizes, amps, noises, x, start, stop
+            )
         if with_attention:
             return out, [a for a in attns if a is not None]
         return out
@@ -214,7 +251,7 @@ def sample(
     batch = min(n, batch_size)
     cache_key = ("sample", batch, start_stage, tuple(sizes), with_attention)
     if cache_key not in run._cache:
-        f = make_sampler(run.gens, sizes, start_stage, stop, with_attention)
+        f = make_sampler(run.spec, sizes, start_stage, stop, with_attention)
         run._cache[cache_key] = jax.jit(f)
     fn = run._cache[cache_key]
     keys = jax.random.split(key, n)

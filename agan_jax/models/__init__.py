@@ -7,10 +7,11 @@ import dataclasses
 from flax import linen as nn
 
 from agan_jax.errors import UserError
+from agan_jax.models import consingan
 from agan_jax.models.agan import AGANGenerator
 from agan_jax.models.singan import Discriminator, SinGANGenerator, stage_width
 
-KINDS = ("singan", "agan")
+KINDS = ("singan", "agan", "consingan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,12 @@ class ModelSpec:
     num_layers: int = 5
     kernel: int = 3
     batch_norm: bool = True
+    # ConSinGAN only (models/consingan.py): concurrently trained blocks, their
+    # learning-rate scale, the training mode and the LeakyReLU slope.
+    train_depth: int = 3
+    lr_scale: float = 0.1
+    mode: str = "generation"
+    leaky_slope: float = 0.05
 
     @classmethod
     def from_config(cls, config) -> ModelSpec:
@@ -35,6 +42,13 @@ class ModelSpec:
             )
         if m.num_layers < 2:
             raise UserError("model.num_layers must be at least 2")
+        mode = str(getattr(m, "mode", "generation"))
+        if m.kind == "consingan" and mode not in consingan.MODES:
+            raise UserError(
+                f"unknown model.mode {mode!r}; use one of {consingan.MODES}"
+            )
+        if int(getattr(m, "train_depth", 3)) < 1:
+            raise UserError("model.train_depth must be at least 1")
         return cls(
             kind=str(m.kind),
             nfc=int(m.nfc),
@@ -43,6 +57,10 @@ class ModelSpec:
             num_layers=int(m.num_layers),
             kernel=int(m.kernel),
             batch_norm=bool(m.batch_norm),
+            train_depth=int(getattr(m, "train_depth", 3)),
+            lr_scale=float(getattr(m, "lr_scale", 0.1)),
+            mode=mode,
+            leaky_slope=float(getattr(m, "leaky_slope", 0.05)),
         )
 
     def width(self, stage: int) -> int:
@@ -62,13 +80,17 @@ _GENERATORS = {
 
 
 def make_generator(spec: ModelSpec, stage: int) -> nn.Module:
-    """The generator of one pyramid stage."""
+    """The generator of one pyramid stage (ConSinGAN: the whole net up to it)."""
+    if spec.kind == "consingan":
+        return consingan.make_generator(spec, stage)
     cls = _GENERATORS[spec.kind](stage)
     return cls(spec.width(stage), spec.num_layers, spec.kernel, spec.batch_norm)
 
 
 def make_discriminator(spec: ModelSpec, stage: int) -> nn.Module:
     """The critic of one pyramid stage."""
+    if spec.kind == "consingan":
+        return consingan.make_discriminator(spec)
     return Discriminator(
         spec.width(stage), spec.num_layers, spec.kernel, spec.batch_norm
     )

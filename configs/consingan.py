@@ -1,0 +1,86 @@
+"""ConSinGAN: one growing generator, the newest 3 stages trained concurrently.
+
+`log` pyramid (6 stages), 64 features, LeakyReLU 0.05, no BatchNorm, learning rate
+lr * 0.1**k for the block k stages below the newest; no TV loss.
+
+Command (CPU-sized: 64 px, 6 stages, 200 iterations per stage):
+  python -m launch.train --config=configs/consingan.py --workdir=runs/consingan
+  python -m launch.sample --workdir=runs/consingan --num_samples=16
+Runtime: 33 min measured on a 2-core CPU shared with other jobs (load ~10; the
+AGAN config took 15 min on the same machine), most of it in the last two stages,
+where every iteration runs all six blocks. Look at runs/consingan/stages/*.png
+(real image first, then samples): at this budget the samples keep the image's
+layout (sky, a band of building, water) with a smeared building and the
+reconstruction is blurry (the paper trains 2000 iterations per stage, `:gpu`; not
+measured here).
+
+Modes (combine with the size variants, e.g. `:retarget,gpu`):
+  generation     default; diverse edges
+  retarget       zero padding, for samples at other sizes (launch.retarget)
+  animation      stage-0 reconstruction from noise (the walk of launch.animate
+                 does not draw ConSinGAN's feature noise yet)
+  harmonization  3 stages, coarsest at ~0.5 x max_size, BatchNorm, 1000 iterations
+                 (gpu) per stage, head trained on colour/noise-augmented copies
+                 with cut-outs; then fine-tune on the naive image:
+                   python -m launch.finetune --workdir=runs/h --naive=data/scream_naive.jpg
+  editing        as harmonization, plus shuffled tiles
+Variants: `:tiny` (tests: 32 px, 3 stages, 8 features, train_depth 2 so that a
+block freezes), `:gpu` (paper size: 250 px, 2000 iterations per stage).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import default
+
+MODES = ("generation", "retarget", "animation", "harmonization", "editing")
+
+
+def get_config(arg: str | None = None):
+    """ConSinGAN config; `arg` holds a mode and/or the variants of default.py."""
+    tokens = default.parse_arg(arg, MODES + default.VARIANTS)
+    modes = [t for t in tokens if t in MODES]
+    if len(modes) > 1:
+        raise ValueError(f"give one ConSinGAN mode, got {modes}")
+    mode = modes[0] if modes else "generation"
+    variants = [t for t in tokens if t in default.VARIANTS]
+    config = default.get_config(",".join(variants))
+    config.model.kind = "consingan"
+    config.model.mode = mode
+    config.model.nfc = 64
+    config.model.max_nfc = 64
+    config.model.num_layers = 3  # convolutions per block; the critic has 3 + 2
+    config.model.batch_norm = False
+    config.model.train_depth = 3
+    config.model.lr_scale = 0.1
+    config.model.leaky_slope = 0.05
+    config.pyramid.schedule = "log"
+    config.pyramid.num_stages = 6
+    config.loss.tv_weight = 0.0
+    config.augment = ml_collections.ConfigDict(
+        dict(
+            p_colour=0.5,
+            p_noise=0.5,
+            noise_std=0.1,
+            p_cutout=0.5,
+            cutout_max=0.4,
+            p_tiles=0.5,
+            tiles=4,
+        )
+    )
+    if mode in ("harmonization", "editing"):
+        # ConSinGAN's recipe: 3 stages, 1000 iterations per stage, BatchNorm, the
+        # coarsest stage about half the finest (120 of 250 px).
+        config.pyramid.num_stages = 3
+        config.model.batch_norm = True
+        config.data.min_size = max(16, round(0.48 * config.data.max_size))
+        if "gpu" in variants:
+            config.train.iters_per_stage = 1000
+    if "tiny" in variants:
+        config.model.nfc = 8
+        config.model.max_nfc = 8
+        config.model.train_depth = 2
+        config.pyramid.num_stages = 3
+        config.data.min_size = 16
+    return config

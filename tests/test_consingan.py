@@ -1,0 +1,263 @@
+"""ConSinGAN: learning rates per group, freezing, growth, augmentations, fine-tune,
+sampling and resume (configs/consingan.py:tiny, train_depth 2, so stage 2 freezes
+block 0 and the head)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agan_jax import benchmark, checkpoint, image_io, pyramid, sampling, train
+from agan_jax import train_consingan as tc
+from agan_jax.errors import UserError
+from agan_jax.models import ModelSpec, consingan, make_discriminator, make_generator
+from tests.conftest import tiny_config
+from tests.test_pyramid import HAND_SIZES_250x188
+
+SPEC = ModelSpec(kind="consingan", nfc=64, num_layers=3, batch_norm=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_compiles():
+    """Unoptimised XLA for this module: half the compile time of these tiny runs."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _params(stage: int) -> dict:
+    """A stand-in parameter tree with the generator's top-level groups."""
+    names = ["head", "tail"] + [f"block_{i}" for i in range(stage + 1)]
+    return {n: {"kernel": jnp.ones((2, 3)), "bias": jnp.ones((3,))} for n in names}
+
+
+# Hand-written from the issue: newest block k=0 at lr, the next at lr*0.1, the one
+# below at lr*0.01, older frozen; the head with block 0 while stage < 3; tail lr.
+LR = 5e-4
+HAND_LRS = {
+    0: {"head": LR, "tail": LR, "block_0": LR},
+    1: {"head": LR / 10, "tail": LR, "block_0": LR / 10, "block_1": LR},
+    2: {"head": LR / 100, "tail": LR, "block_0": LR / 100, "block_1": LR / 10},
+    3: {"head": 0, "tail": LR, "block_0": 0, "block_1": LR / 100, "block_3": LR},
+    5: {"block_2": 0, "block_3": LR / 100, "block_4": LR / 10, "block_5": LR},
+}
+
+
+@pytest.mark.parametrize("stage", sorted(HAND_LRS))
+def test_learning_rate_of_every_group_from_the_optimiser(stage):
+    ts = tc.TrainSettings(lr_g=LR)
+    tx = tc.make_g_tx(SPEC, stage, ts)
+    params = _params(stage)
+    labels = tc.param_labels(params, stage, SPEC.train_depth)
+    # One Adam step with gradient 1 moves every parameter by -lr (bias-corrected).
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    expected = tc.group_learning_rates(SPEC, stage, LR, params)
+    for name, lr in HAND_LRS[stage].items():
+        assert expected[name] == pytest.approx(lr, rel=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(updates[name]["kernel"]), -lr, rtol=1e-4, atol=1e-12
+        )
+        want = "frozen" if lr == 0 else f"k{round(np.log10(LR / lr))}"
+        assert set(jax.tree.leaves(labels[name])) == {want}
+
+
+def test_log_schedule_sizes():
+    # The hand-computed table of tests/test_pyramid.py, for the bundled 188x250
+    # image at paper size (h and w swapped: the table is for a 250x188 image).
+    cfg = tiny_config("consingan", "gpu")
+    sizes = pyramid.stage_sizes_from_config(cfg, (188, 250), (188, 250))
+    assert sizes == [(w, h) for h, w in HAND_SIZES_250x188["log"]]
+
+
+def test_parameter_counts_at_paper_size():
+    # head 3*64*9+64, blocks 3*(64*64*9+64), tail 64*3*9+3, critic 5 convs.
+    x = jnp.zeros((1, 30, 40, 3))
+    zs = [x] + [
+        jnp.zeros((1, *consingan.noise_shape(SPEC, (30 + 4 * s, 40), s)))
+        for s in range(1, 6)
+    ]
+    shapes = jax.eval_shape(
+        lambda: make_generator(SPEC, 5).init(jax.random.key(0), zs, jnp.ones(6))
+    )
+    assert benchmark.count_params(shapes["params"]) == 1792 + 6 * 110784 + 1731
+    d = jax.eval_shape(lambda: make_discriminator(SPEC, 5).init(jax.random.key(0), x))
+    assert benchmark.count_params(d["params"]) == 1792 + 3 * 36928 + 577
+
+
+# -- augmentations ------------------------------------------------------------------
+
+
+def test_augmentations_keep_shape_and_range():
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (20, 27, 3)), jnp.float32)
+    always = tc.AugmentSettings(p_colour=1, p_noise=1, p_cutout=1, p_tiles=1)
+    for mode in ("harmonization", "editing"):
+        for i in range(4):
+            y = tc.augment(jax.random.key(i), x, mode, always)
+            assert y.shape == x.shape
+            assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0
+            assert float(jnp.abs(y - x).mean()) > 1e-3
+    key = jax.random.key(5)
+    for y in (
+        tc.colour_transform(key, x),
+        tc.additive_noise(key, x, 0.1),
+        tc.cutout(key, x, 0.4),
+        tc.shuffle_tiles(key, x, 4),
+    ):
+        assert y.shape == x.shape
+        assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0
+    # Shuffling permutes 5x6 tiles and leaves the remainder rows/columns in place.
+    y = np.asarray(tc.shuffle_tiles(key, x, 4))
+    np.testing.assert_array_equal(y[20:], np.asarray(x)[20:])
+    np.testing.assert_array_equal(y[:, 24:], np.asarray(x)[:, 24:])
+    np.testing.assert_allclose(np.sort(y.ravel()), np.sort(np.asarray(x).ravel()))
+    assert not np.array_equal(y, np.asarray(x))
+    # Cut-out: one rectangle of one colour.
+    changed = np.any(np.asarray(tc.cutout(key, x, 0.4)) != np.asarray(x), axis=-1)
+    rows, cols = np.where(changed)
+    assert changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+
+
+# -- a tiny trained run ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(workdir, Run) of configs/consingan.py:tiny (3 stages, train_depth 2)."""
+    workdir = str(tmp_path_factory.mktemp("tiny_consingan"))
+    train.train(tiny_config("consingan"), workdir, progress=False)
+    return workdir, checkpoint.load_run(workdir)
+
+
+def test_run_layout_and_params_per_stage(tiny_run):
+    _, run = tiny_run
+    assert run.spec.kind == "consingan" and run.num_stages == 3
+    for s, v in enumerate(run.g_vars):
+        want = {"head", "tail", *(f"block_{i}" for i in range(s + 1))}
+        assert set(v["params"]) == want
+    rows = benchmark.stage_param_counts(run)
+    total = benchmark.count_params(run.g_vars[-1]["params"])
+    assert sum(g for _, g, _ in rows) == total
+    assert (
+        rows[1][1]
+        == rows[2][1]
+        == benchmark.count_params(run.g_vars[2]["params"]["block_2"])
+    )
+
+
+def test_frozen_groups_unchanged_across_a_stage(tiny_run):
+    _, run = tiny_run
+    before, after = run.g_vars[1]["params"], run.g_vars[2]["params"]
+    same = lambda a, b: all(  # noqa: E731
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+    # train_depth 2 at stage 2: block_0 and the head are frozen...
+    assert same(before["block_0"], after["block_0"])
+    assert same(before["head"], after["head"])
+    # ...block_1 (k=1), block_2 (k=0, started as a copy of block_1) and the tail train.
+    assert not same(before["block_1"], after["block_1"])
+    assert not same(before["tail"], after["tail"])
+    assert not same(after["block_1"], after["block_2"])
+
+
+def test_new_block_and_critic_start_as_copies(tiny_run):
+    workdir, run = tiny_run
+    store = checkpoint.RunStore(workdir)
+    d_prev = store.load_d_vars(1)
+    store.close()
+    cfg = tiny_config("consingan")
+    ts = tc.TrainSettings.from_config(cfg)
+    fns = tc.make_stage_fns(run.spec, run.sizes, 2, ts)
+    to_jnp = lambda t: jax.tree.map(jnp.asarray, t)  # noqa: E731
+    state = fns.init_state(train.stage_key(0, 2), run.g_vars[1], to_jnp(d_prev))
+    p, prev = state.g_vars["params"], run.g_vars[1]["params"]
+    jax.tree.map(np.testing.assert_array_equal, p["block_2"], prev["block_1"])
+    for name in prev:
+        jax.tree.map(np.testing.assert_array_equal, p[name], prev[name])
+    jax.tree.map(np.testing.assert_array_equal, state.d_vars, d_prev)
+
+
+def test_noise_amp_is_a_tenth_of_the_reconstruction_rmse(tiny_run):
+    _, run = tiny_run
+    reals = run.reals()
+    # Stage 1's generator at its start: stage 0's weights plus a copied block 1,
+    # its own amplitude 0, the fixed reconstruction noise.
+    g1 = tc.grow(run.g_vars[0], 1)
+    amps = [run.noise_amps[0], 0.0]
+    noises = sampling.rec_noises(run.z_rec, run.sizes, 2, run.spec)
+    rec, _ = sampling.pyramid_forward(
+        run.spec, [None, g1], run.sizes, amps, noises, None, 0, 2
+    )
+    rmse = float(jnp.sqrt(jnp.mean((rec - reals[1]) ** 2)))
+    assert run.noise_amps[1] == pytest.approx(0.1 * rmse, rel=1e-4)
+    np.testing.assert_array_equal(run.z_rec, reals[0])  # generation: the real image
+
+
+def test_vmapped_sample_equals_alone_and_sizes(tiny_run):
+    _, run = tiny_run
+    key = jax.random.key(3)
+    batch = np.asarray(sampling.sample(run, key, 3))
+    f = jax.jit(sampling.make_sampler(run.spec, run.sizes, 0, run.num_stages))
+    amps = jnp.asarray(run.noise_amps)
+    for i, k in enumerate(jax.random.split(key, 3)):
+        alone = np.asarray(f(k[None], run.g_vars, amps, 0))
+        np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
+    assert np.abs(batch[0] - batch[1]).mean() > 1e-3
+    h, w = run.sizes[-1]
+    wide = sampling.sample(run, key, 1, start_stage=1, scale=(1.0, 1.5))
+    assert wide.shape == (1, h, round(1.5 * w), 3)
+    assert np.isfinite(np.asarray(wide)).all()
+
+
+def test_generic_noise_is_refused_with_a_message(tiny_run):
+    _, run = tiny_run
+    noises = sampling.stage_noises(jax.random.key(0), run.sizes, 0, 3)  # no spec
+    with pytest.raises(UserError, match="ConSinGAN noise of stage 1"):
+        sampling.pyramid_forward(
+            run.spec, run.g_vars, run.sizes, run.noise_amps, noises, None, 0, 3
+        )
+
+
+def test_resume_equals_uninterrupted(tiny_run, tmp_path):
+    # The run with its last stage deleted, trained again: resumes at stage 2 from
+    # the saved stages 0 and 1 and reproduces the uninterrupted run exactly.
+    workdir, run = tiny_run
+    copy = str(tmp_path / "resumed")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoints", "2"))
+    assert checkpoint.load_run(copy).num_stages == 2
+    resumed = train.train(tiny_config("consingan"), copy, progress=False)
+    np.testing.assert_array_equal(resumed.noise_amps, run.noise_amps)
+    for a, b in zip(resumed.g_vars, run.g_vars, strict=True):
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_fine_tune_changes_only_the_last_stage(tiny_run, tmp_path):
+    workdir, run = tiny_run
+    naive = np.array(run.real)
+    naive[5:15, 5:15] = [1.0, -1.0, -1.0]  # a pasted red square
+    path = str(tmp_path / "naive.png")
+    image_io.save_image(path, naive)
+    out = str(tmp_path / "ft")
+    tuned = tc.fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
+    assert (
+        tuned.workdir == os.path.abspath(out) and tuned.meta["fine_tune"]["iters"] == 2
+    )
+    for s in range(run.num_stages - 1):
+        jax.tree.map(np.testing.assert_array_equal, tuned.g_vars[s], run.g_vars[s])
+    last_old, last_new = run.g_vars[-1]["params"], tuned.g_vars[-1]["params"]
+    assert not np.array_equal(last_old["tail"]["kernel"], last_new["tail"]["kernel"])
+    jax.tree.map(np.testing.assert_array_equal, last_old["head"], last_new["head"])
+    np.testing.assert_array_equal(tuned.noise_amps, run.noise_amps)
+    # The source run is untouched, and the output directory is not overwritten.
+    again = checkpoint.load_run(workdir)
+    jax.tree.map(np.testing.assert_array_equal, again.g_vars[-1], run.g_vars[-1])
+    with pytest.raises(UserError, match="already exists"):
+        tc.fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
