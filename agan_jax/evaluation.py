@@ -1,0 +1,372 @@
+"""Evaluate trained runs: sample once, compute every metric, tabulate, contact sheet.
+
+One row per run (a JSON-ready dict, see `evaluate_samples`): the method (from
+run.json's kind and schedule), its stage count, the training time read from the
+run's metrics.jsonl, and the metrics of `agan_jax.metrics` computed on
+`num_samples` samples drawn in one vmap'd call, each against the run's training
+image: patch SWD, pixel diversity, SSIM, RMSE (means over the samples) and, when
+Inception weights are given, SIFID (mean, median, std over the samples).
+
+Runs evaluated together must be of the same training image (run.json
+`image_hash`); `evaluate_runs` refuses others, naming the runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from agan_jax import checkpoint, image_io, metrics, sampling
+from agan_jax.errors import UserError
+
+AGAN_SCHEDULES = {"cos": "AGAN(1)", "quad": "AGAN(2)", "circ": "AGAN(3)"}
+SWD_PATCH = 7
+SWD_MAX_LEVELS = 3
+SIFID_LAYER = 64
+
+# (header, row key, format) of the markdown table.
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run", "run"),
+    ("method", "method"),
+    ("schedule", "schedule"),
+    ("stages", "stages"),
+    ("train time", "train_seconds"),
+    ("SWD ↓", "swd"),
+    ("diversity", "diversity"),
+    ("SSIM", "ssim"),
+    ("RMSE", "rmse"),
+    ("SIFID ↓", "sifid"),
+)
+
+
+def method_name(meta: dict) -> str:
+    """The paper's name of a run: SinGAN, AGAN(1|2|3) by schedule, ConSinGAN."""
+    kind = str(meta.get("kind", "?"))
+    schedule = str(meta.get("schedule", ""))
+    if kind == "singan":
+        return "SinGAN"
+    if kind == "consingan":
+        return "ConSinGAN"
+    if kind == "agan":
+        return AGAN_SCHEDULES.get(schedule, f"AGAN({schedule})")
+    return kind
+
+
+def read_train_seconds(workdir: str) -> float | None:
+    """Training wall time of a run from its metrics.jsonl; None without records.
+
+    The log is split at `run_done` records (one per train invocation). A finished
+    invocation counts its `run_done` seconds, or the sum of its stages' `stage_s`
+    when that is larger (an interrupted invocation whose stages were logged before
+    the resume that closed the segment). Stages logged after the last `run_done`
+    (a run still training, or killed) count their `stage_s`. A resume that finds
+    every stage done adds about 0 s.
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    total, segment, seen = 0.0, 0.0, False
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            event = rec.get("event")
+            if event == "stage_done":
+                segment += float(rec.get("stage_s", 0.0))
+                seen = True
+            elif event == "run_done":
+                total += max(float(rec.get("seconds", 0.0)), segment)
+                segment = 0.0
+                seen = True
+    return total + segment if seen else None
+
+
+def format_seconds(seconds: float | None) -> str:
+    """'-', '42 s', '12.3 min' or '1.50 h'."""
+    if seconds is None:
+        return "-"
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def swd_levels(hw: tuple[int, int], patch: int = SWD_PATCH) -> int:
+    """Pyramid levels for patch SWD: up to 3, while the coarsest keeps a patch."""
+    levels = 1
+    while levels < SWD_MAX_LEVELS and min(hw) >> levels >= patch:
+        levels += 1
+    return levels
+
+
+def read_meta(workdir: str) -> dict:
+    """A run directory's run.json (UserError when it holds no run)."""
+    store = checkpoint.RunStore(workdir)
+    return store.read_metadata()
+
+
+def load_finished_run(workdir: str) -> sampling.Run:
+    """Loads a run whose every stage is trained; UserError otherwise."""
+    run = sampling.load_run(workdir)
+    total = int(run.meta.get("num_stages", run.num_stages))
+    if run.num_stages < total:
+        raise UserError(
+            f"{workdir} has {run.num_stages} of {total} stages trained; finish it "
+            "first (re-run its train command with the same --workdir to resume)"
+        )
+    if run.real is None:
+        raise UserError(
+            f"{workdir} holds no training image (real.npy missing); re-train the run"
+        )
+    return run
+
+
+def draw_samples(run: sampling.Run, num_samples: int, key: jax.Array) -> np.ndarray:
+    """`num_samples` samples (N, H, W, 3) in one vmap'd call, clipped to [-1, 1]."""
+    if num_samples < 2:
+        raise UserError(
+            f"--num_samples must be at least 2 (pixel diversity needs 2), got "
+            f"{num_samples}"
+        )
+    images = sampling.sample(run, key, num_samples, batch_size=num_samples)
+    return np.clip(np.asarray(images, np.float32), -1.0, 1.0)
+
+
+def evaluate_samples(
+    run: sampling.Run,
+    samples: np.ndarray,
+    inception_params: Any = None,
+    swd_seed: int = 0,
+) -> dict[str, Any]:
+    """Every metric of `samples` (N, H, W, 3) against the run's training image.
+
+    Returns a JSON-ready row: workdir, run (directory name), method, kind,
+    schedule, stages, image_hash, image_size, num_samples, train_seconds (None if
+    unknown), swd (+ swd_levels, swd_seed), diversity, ssim, rmse, and sifid
+    (`metrics.summarize` of the per-sample values at layer 64, or None).
+    """
+    real = np.asarray(run.real, np.float32)
+    samples = np.asarray(samples, np.float32)
+    if samples.shape[1:] != real.shape:
+        raise UserError(
+            f"samples of {run.workdir} are {samples.shape[1:3]} but its training "
+            f"image is {real.shape[:2]}; evaluate fully trained runs at scale 1"
+        )
+    meta = run.meta or {}
+    workdir = run.workdir or ""
+    levels = swd_levels(real.shape[:2])
+    row: dict[str, Any] = {
+        "workdir": workdir,
+        "run": os.path.basename(os.path.normpath(workdir)) if workdir else "",
+        "method": method_name(meta),
+        "kind": meta.get("kind"),
+        "schedule": meta.get("schedule"),
+        "stages": run.num_stages,
+        "image_hash": meta.get("image_hash"),
+        "image_path": meta.get("image_path"),
+        "image_size": [int(real.shape[0]), int(real.shape[1])],
+        "num_samples": int(samples.shape[0]),
+        "train_seconds": read_train_seconds(workdir) if workdir else None,
+        "swd": metrics.patch_swd(
+            real, samples, swd_seed, patch=SWD_PATCH, levels=levels
+        ),
+        "swd_levels": levels,
+        "swd_seed": int(swd_seed),
+        "diversity": metrics.pixel_diversity(samples, real),
+        "ssim": metrics.ssim(samples, real),
+        "rmse": metrics.rmse(samples, real),
+        "sifid": None,
+        "sifid_layer": None,
+    }
+    if inception_params is not None:
+        values = metrics.sifid(real, samples, inception_params, layer=SIFID_LAYER)
+        row["sifid"] = metrics.summarize(values)
+        row["sifid_layer"] = SIFID_LAYER
+    return row
+
+
+def evaluate_run(
+    run: sampling.Run,
+    num_samples: int,
+    key: jax.Array,
+    inception_params: Any = None,
+    swd_seed: int = 0,
+) -> dict[str, Any]:
+    """Samples `run` once (one vmap) and returns its row (see `evaluate_samples`)."""
+    samples = draw_samples(run, num_samples, key)
+    return evaluate_samples(run, samples, inception_params, swd_seed)
+
+
+def check_same_image(metas: Sequence[tuple[str, dict]]) -> None:
+    """UserError unless every (workdir, run.json) shares one image_hash."""
+    groups: dict[str, list[str]] = {}
+    paths: dict[str, str] = {}
+    for workdir, meta in metas:
+        h = str(meta.get("image_hash"))
+        groups.setdefault(h, []).append(workdir)
+        paths.setdefault(h, str(meta.get("image_path", "?")))
+    if len(groups) > 1:
+        parts = [
+            f"{', '.join(dirs)} (image {paths[h]}, hash {h[:12]})"
+            for h, dirs in groups.items()
+        ]
+        raise UserError(
+            "runs of different training images cannot share one table: "
+            + "; ".join(parts)
+            + ". Evaluate each image's runs separately"
+        )
+
+
+@dataclasses.dataclass
+class RunEvaluation:
+    """One evaluated run: its row, the loaded run and the samples drawn."""
+
+    row: dict[str, Any]
+    run: sampling.Run
+    samples: np.ndarray
+
+
+def evaluate_runs(
+    workdirs: Sequence[str],
+    num_samples: int,
+    key: jax.Array,
+    inception_params: Any = None,
+    swd_seed: int = 0,
+) -> list[RunEvaluation]:
+    """Evaluates runs of one image; every run is sampled with the same `key`.
+
+    The run.json files are checked first (same image, see `check_same_image`),
+    before any checkpoint is loaded.
+    """
+    if not workdirs:
+        raise UserError("no run directories given; pass --workdirs=run1,run2")
+    check_same_image([(w, read_meta(w)) for w in workdirs])
+    runs = [load_finished_run(w) for w in workdirs]
+    out = []
+    for run in runs:
+        samples = draw_samples(run, num_samples, key)
+        row = evaluate_samples(run, samples, inception_params, swd_seed)
+        out.append(RunEvaluation(row, run, samples))
+    return out
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if key == "train_seconds":
+        return format_seconds(value)
+    if key == "sifid":
+        return "-" if value is None else f"{value['mean']:.4f} ± {value['std']:.4f}"
+    if key == "swd":
+        return f"{value:.4f}"
+    if key in ("diversity", "ssim", "rmse"):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table, one line per row, columns `TABLE_COLUMNS`."""
+    header = "| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    lines = [header, rule]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row, k) for _, k in TABLE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def contact_sheet(
+    runs: Sequence[sampling.Run],
+    samples: Sequence[np.ndarray],
+    path: str,
+    k: int = 8,
+    min_cell: int = 96,
+) -> np.ndarray:
+    """Saves one PNG: a row per run, its training image then its first k samples.
+
+    Cells are upscaled by an integer factor (nearest) to at least `min_cell` px
+    high so small CPU-size images stay visible. Returns the grid (HWC, [-1, 1]).
+    """
+    if not runs or len(runs) != len(samples):
+        raise UserError("contact_sheet needs one batch of samples per run")
+    k = max(1, min(k, *(len(s) for s in samples)))
+    cells = []
+    for run, s in zip(runs, samples, strict=True):
+        real = np.asarray(run.real, np.float32)
+        s = np.asarray(s[:k], np.float32)
+        if s.shape[1:] != real.shape:
+            raise UserError(
+                f"samples {s.shape[1:3]} and training image {real.shape[:2]} of "
+                f"{run.workdir} differ in size"
+            )
+        cells.append(real[None])
+        cells.append(s)
+    images = np.concatenate(cells)
+    if len({im.shape for im in images}) != 1:
+        raise UserError("runs in one contact sheet must share one image size")
+    factor = max(1, -(-min_cell // images.shape[1]))
+    images = images.repeat(factor, axis=1).repeat(factor, axis=2)
+    grid = image_io.make_grid(images, ncols=k + 1, pad=2 * factor)
+    image_io.save_image(path, grid)
+    return grid
+
+
+def write_json(path: str, rows: Sequence[dict[str, Any]], extra: dict) -> None:
+    """Writes {'runs': rows, **extra} as indented JSON."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({**extra, "runs": list(rows)}, f, indent=2)
+
+
+def evaluate_to_dir(
+    workdirs: Sequence[str],
+    out: str,
+    num_samples: int = 50,
+    seed: int = 0,
+    inception_weights: str | None = None,
+    inception_params: Any = None,
+    k: int = 8,
+) -> tuple[list[RunEvaluation], str]:
+    """What `launch.evaluate` does: evaluation.json, contact_sheet.png, table.md.
+
+    Inception weights (a path, or already loaded `inception_params`) are loaded
+    before anything is sampled, so a bad file fails fast. Samples use
+    `jax.random.key(seed)` for every run; patch SWD projections use `seed` too.
+    Returns the evaluations and the markdown table.
+    """
+    if inception_params is None and inception_weights:
+        from agan_jax import inception
+
+        inception_params = inception.load_inception_weights(inception_weights)
+    evals = evaluate_runs(
+        workdirs, num_samples, jax.random.key(seed), inception_params, swd_seed=seed
+    )
+    rows = [e.row for e in evals]
+    table = markdown_table(rows)
+    os.makedirs(out, exist_ok=True)
+    write_json(
+        os.path.join(out, "evaluation.json"),
+        rows,
+        {
+            "num_samples": num_samples,
+            "seed": seed,
+            "inception_weights": inception_weights,
+            "table": table,
+        },
+    )
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table + "\n")
+    contact_sheet(
+        [e.run for e in evals],
+        [e.samples for e in evals],
+        os.path.join(out, "contact_sheet.png"),
+        k=k,
+    )
+    return evals, table

@@ -1,0 +1,172 @@
+"""Train SinGAN and AGAN(1-3) on one image and evaluate them together (Table 1).
+
+python -m launch.compare --image=data/colusseum.png --size=cpu --out=runs/compare
+python -m launch.compare --image=my.jpg --size=tiny --out=/tmp/c --methods=singan,agan3
+
+Each method trains into OUT/<method> with configs/<family>.py:<schedule>,<size>
+(sizes: tiny = seconds, for tests; cpu = 64 px, 200 iterations per stage; gpu =
+the paper's 250 px, 2000 iterations). Re-running the same command resumes
+unfinished runs and skips finished ones; then every run is evaluated together as
+launch.evaluate does (OUT/evaluation.json, OUT/table.md, OUT/contact_sheet.png)
+and the table is printed. ConSinGAN joins the default methods once
+configs/consingan.py exists.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import flags
+
+from launch import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# method -> (config module, schedule argument or "")
+METHODS: dict[str, tuple[str, str]] = {
+    "singan": ("singan", ""),
+    "agan1": ("agan", "cos"),
+    "agan2": ("agan", "quad"),
+    "agan3": ("agan", "circ"),
+    "consingan": ("consingan", ""),
+}
+SIZES = {"cpu": "", "tiny": "tiny", "gpu": "gpu"}
+
+_IMAGE = flags.DEFINE_string("image", None, "The training image.")
+_SIZE = flags.DEFINE_enum("size", "cpu", list(SIZES), "Config size variant.")
+_OUT = flags.DEFINE_string("out", None, "Output folder: OUT/<method> runs + tables.")
+_METHODS = flags.DEFINE_list(
+    "methods",
+    None,
+    "Methods among singan,agan1,agan2,agan3,consingan (default: all whose config "
+    "exists).",
+)
+_ITERS = flags.DEFINE_integer(
+    "iters_per_stage", None, "Override train.iters_per_stage of every method."
+)
+_NUM = flags.DEFINE_integer("num_samples", 50, "Samples per run for the metrics.")
+_WEIGHTS = flags.DEFINE_string(
+    "inception_weights", None, "Inception-v3 weights (.pth/.npz); enables SIFID."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed (sampling, SWD).")
+_PROGRESS = flags.DEFINE_bool("progress", False, "Show per-stage progress bars.")
+
+
+def available_methods() -> list[str]:
+    """The methods whose config file exists, in table order."""
+    return [
+        m
+        for m, (mod, _) in METHODS.items()
+        if os.path.exists(os.path.join(ROOT, "configs", f"{mod}.py"))
+    ]
+
+
+def method_config(method: str, size: str, image: str, iters: int | None):
+    """The training config of one method at one size on `image`."""
+    import importlib
+
+    from agan_jax.errors import UserError
+
+    if method not in available_methods():
+        raise UserError(
+            f"unknown method {method!r}; choose from {', '.join(available_methods())}"
+        )
+    mod_name, schedule = METHODS[method]
+    arg = ",".join(t for t in (schedule, SIZES[size]) if t)
+    config = importlib.import_module(f"configs.{mod_name}").get_config(arg or None)
+    config.data.image = image
+    if iters is not None:
+        if iters < 1:
+            raise UserError(f"--iters_per_stage must be at least 1, got {iters}")
+        config.train.iters_per_stage = iters
+    return config
+
+
+def finished(workdir: str) -> int | None:
+    """Stage count of a fully trained run in `workdir`, else None."""
+    import json
+
+    from agan_jax import checkpoint
+
+    meta_path = os.path.join(workdir, "run.json")
+    if not os.path.exists(meta_path):
+        return None
+    with open(meta_path) as f:
+        total = int(json.load(f).get("num_stages", -1))
+    store = checkpoint.RunStore(workdir)
+    try:
+        done = len(store.finished_stages())
+    finally:
+        store.close()
+    return done if done == total else None
+
+
+def say(message: str) -> None:
+    """One progress line, flushed (for logs written through nohup)."""
+    print(message, flush=True)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from agan_jax import evaluation, image_io, inception, train
+    from agan_jax.errors import UserError
+
+    if not _IMAGE.value:
+        raise UserError(
+            "--image is required: the training image, e.g. data/colusseum.png"
+        )
+    if not _OUT.value:
+        raise UserError("--out is required: the folder for the runs and the table")
+    image = train.resolve_path(_IMAGE.value)
+    image_io.load_image(image)  # a missing or unreadable image fails here
+    methods = _METHODS.value or available_methods()
+    configs = {m: method_config(m, _SIZE.value, image, _ITERS.value) for m in methods}
+    params = None
+    if _WEIGHTS.value:  # fail before hours of training, not after
+        params = inception.load_inception_weights(_WEIGHTS.value)
+
+    t_all = time.time()
+    workdirs = []
+    for i, method in enumerate(methods):
+        workdir = os.path.join(_OUT.value, method)
+        workdirs.append(workdir)
+        tag = f"[{i + 1}/{len(methods)}] {method}"
+        done = finished(workdir)
+        if done is not None:
+            say(f"{tag}: already trained ({done} stages) in {workdir}, skipped")
+        else:
+            say(f"{tag}: training into {workdir} ...")
+        t0 = time.time()
+        try:
+            run = train.train(configs[method], workdir, progress=_PROGRESS.value)
+        except train.TrainingDiverged as e:
+            print(f"error: {method}: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if done is None:
+            say(
+                f"{tag}: {run.num_stages} stages trained in "
+                f"{evaluation.format_seconds(time.time() - t0)}"
+            )
+    t_eval = time.time()
+    say(f"evaluating {len(workdirs)} runs ({_NUM.value} samples each) ...")
+    evals, table = evaluation.evaluate_to_dir(
+        workdirs,
+        _OUT.value,
+        num_samples=_NUM.value,
+        seed=_SEED.value,
+        inception_weights=_WEIGHTS.value,
+        inception_params=params,
+    )
+    say(table)
+    say(
+        f"\nevaluation {evaluation.format_seconds(time.time() - t_eval)}, total "
+        f"{evaluation.format_seconds(time.time() - t_all)}; wrote evaluation.json, "
+        f"table.md and contact_sheet.png (rows: "
+        + ", ".join(e.row["method"] for e in evals)
+        + f") to {os.path.abspath(_OUT.value)}"
+    )
+
+
+if __name__ == "__main__":
+    common.run(main)
