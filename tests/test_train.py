@@ -52,7 +52,10 @@ SPEC = ModelSpec(kind="singan", nfc=8, max_nfc=8)
 
 @pytest.mark.parametrize("unit", ["update", "iteration"])
 def test_step_traces_once_per_stage(unit):
-    ts = train.TrainSettings(iters=4, compile_unit=unit, steps_per_call=2)
+    # One critic and one generator update per iteration keeps the fused program small.
+    ts = train.TrainSettings(
+        iters=4, compile_unit=unit, steps_per_call=2, d_steps=1, g_steps=1
+    )
     fns, state, data = _stage0(SPEC, ts)
     fns = fns._replace(
         iteration=chex.assert_max_traces(fns.iteration, n=1),
@@ -69,7 +72,9 @@ def test_update_and_iteration_units_agree():
     # Adam's first steps are ~lr * sign(grad): float noise in near-zero gradients
     # flips signs. A large epsilon makes the update linear in the gradient, so the
     # comparison measures the programs, not Adam's amplification of rounding.
-    ts_u = train.TrainSettings(iters=3, compile_unit="update", adam_eps=1.0)
+    ts_u = train.TrainSettings(
+        iters=3, compile_unit="update", adam_eps=1.0, d_steps=2, g_steps=1
+    )
     ts_i = dataclasses.replace(ts_u, compile_unit="iteration", steps_per_call=1)
     fns, state, data = _stage0(SPEC, ts_u)
     a, _ = _run(fns, ts_u, state, data, 3)
