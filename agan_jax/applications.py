@@ -546,6 +546,7 @@ def noise_walk(
     alpha: float,
     beta: float,
     stage: int,
+    spec=None,
 ) -> jax.Array:
     """A second-order random walk around z* (SinGAN's animation), (frames, h, w, 3).
 
@@ -555,10 +556,11 @@ def noise_walk(
       z_t = alpha * z* + (1 - alpha) * (z_{t-1} + d_t)
     beta keeps the velocity (smooth motion), alpha pulls back to z*.
     """
-    hw = z_star.shape[:2]
     ts = jnp.arange(1, frames)
     eps = jax.vmap(
-        lambda t: sampling.draw_noise(jax.random.fold_in(key, t), hw, stage)
+        lambda t: sampling.draw_noise_like(
+            jax.random.fold_in(key, t), z_star, stage, spec
+        )
     )(ts)
 
     def step(carry, e):
@@ -604,9 +606,11 @@ def animate(
 
     def make():
         def fn(key, variables, amps, z_rec, alpha, beta):
-            stars = sampling.rec_noises(z_rec, sizes, stop)
+            stars = sampling.rec_noises(z_rec, sizes, stop, spec, variables)
             walks = [
-                noise_walk(jax.random.fold_in(key, s), stars[s], n, alpha, beta, s)
+                noise_walk(
+                    jax.random.fold_in(key, s), stars[s], n, alpha, beta, s, spec
+                )
                 if s >= start_stage
                 else jnp.broadcast_to(stars[s], (n, *stars[s].shape))
                 for s in range(stop)

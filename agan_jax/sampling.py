@@ -38,6 +38,15 @@ def draw_noise(
     return jax.random.normal(key, (h, w, 3))
 
 
+def draw_noise_like(
+    key: jax.Array, z: jax.Array, stage: int, spec: ModelSpec | None = None
+) -> jax.Array:
+    """Fresh noise of the kind and shape of the noise map z of `stage`."""
+    if spec is not None and spec.kind == "consingan":
+        return jax.random.normal(key, z.shape)
+    return draw_noise(key, z.shape[:2], stage)
+
+
 def stage_noises(
     key: jax.Array,
     sizes: Sequence[Size],
@@ -111,14 +120,24 @@ def pyramid_forward(
 
 
 def rec_noises(
-    z_rec: jax.Array, sizes: Sequence[Size], stop: int, spec: ModelSpec | None = None
+    z_rec: jax.Array,
+    sizes: Sequence[Size],
+    stop: int,
+    spec: ModelSpec | None = None,
+    variables: Sequence[Any] | None = None,
 ) -> list:
     """Reconstruction noise: the fixed z* at stage 0, zero above.
 
-    ConSinGAN: None above stage 0 (its fixed noises are drawn by the forward pass).
+    ConSinGAN: its fixed noise maps above stage 0, drawn from the key stored in
+    `variables[stop - 1]`; None without `variables` (the forward pass draws them).
     """
     if spec is not None and spec.kind == "consingan":
-        return [z_rec] + [None] * (stop - 1)
+        if variables is None:
+            return [z_rec] + [None] * (stop - 1)
+        vs = variables[stop - 1]
+        return [z_rec] + [
+            consingan.rec_noise(spec, vs, sizes[s], s) for s in range(1, stop)
+        ]
     return [z_rec] + [jnp.zeros((*sizes[s], 3), jnp.float32) for s in range(1, stop)]
 
 

@@ -20,8 +20,8 @@ not measured here).
 Modes (combine with the size variants, e.g. `:retarget,gpu`):
   generation     default; diverse edges
   retarget       zero padding, for samples at other sizes (launch.retarget)
-  animation      stage-0 reconstruction from noise (the walk of launch.animate
-                 does not draw ConSinGAN's feature noise yet)
+  animation      stage-0 reconstruction from a fixed noise map, so that the walks
+                 of launch.animate move smoothly around it
   harmonization  3 stages, coarsest at ~0.5 x max_size, BatchNorm, 1000 iterations
                  (gpu) per stage, head trained on colour/noise-augmented copies
                  with cut-outs; then fine-tune on the naive image:

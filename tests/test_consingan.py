@@ -12,7 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agan_jax import benchmark, checkpoint, image_io, pyramid, sampling, train
+from agan_jax import (
+    applications,
+    benchmark,
+    checkpoint,
+    image_io,
+    pyramid,
+    sampling,
+    train,
+)
 from agan_jax import train_consingan as tc
 from agan_jax.errors import UserError
 from agan_jax.models import ModelSpec, consingan, make_discriminator, make_generator
@@ -223,6 +231,14 @@ def test_generic_noise_is_refused_with_a_message(tiny_run):
         sampling.pyramid_forward(
             run.spec, run.g_vars, run.sizes, run.noise_amps, noises, None, 0, 3
         )
+
+
+def test_animation_starts_at_the_reconstruction(tiny_run):
+    _, run = tiny_run
+    frames = applications.animate(run, jax.random.key(0), frames=3)
+    assert frames.shape == (3, *run.sizes[-1], 3)
+    np.testing.assert_allclose(frames[0], sampling.reconstruct(run), atol=1e-5)
+    assert np.abs(frames[2] - frames[0]).mean() > 1e-4
 
 
 def test_resume_equals_uninterrupted(tiny_run, tmp_path):
