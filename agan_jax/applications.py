@@ -506,6 +506,12 @@ def super_resolve(
     stage's amplitude times `noise_scale` (SinGAN: 1; 0 for no noise).
     """
     real = _real(run)
+    if run.spec.kind == "consingan":
+        raise UserError(
+            "super-resolution applies the finest stage's generator to an image; a "
+            "ConSinGAN generator is one network over all stages, with no such step. "
+            "Use a SinGAN or AGAN run (configs/singan.py, configs/agan.py)"
+        )
     x = real if image is None else _as_image(image, "the input image")
     if not 1.0 < factor <= 16.0:
         raise UserError(f"--factor must be in (1, 16], got {factor}; e.g. --factor=4")
