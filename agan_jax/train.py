@@ -35,6 +35,9 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
+UPDATE_RULES = ("fresh", "consingan")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """Plain-Python training hyperparameters, read from the config once."""
@@ -56,6 +59,10 @@ class TrainSettings:
     gp_mode: str = "jvp"  # "jvp" (fast, same gradient) or "double_grad" (reference)
     steps_per_call: int = 1
     compile_unit: str = "update"  # "update" or "iteration" (see make_runner)
+    # "fresh" (SPEC 6): every update draws its own noise and generator gradient;
+    # "consingan": ConSinGAN's own rule (train_consingan.py), one noise draw and one
+    # generator gradient per iteration, that gradient applied g_steps times.
+    update_rule: str = "fresh"
     log_every: int = 25
     stage_samples: int = 0  # samples in the grid written after each stage
 
@@ -84,11 +91,17 @@ class TrainSettings:
             log_every=max(1, int(t.log_every)),
             stage_samples=max(0, int(t.get("stage_samples", 0))),
             compile_unit=resolve_compile_unit(str(t.get("compile_unit", "auto"))),
+            update_rule=str(t.get("update_rule", "fresh")),
         )
         if settings.iters < 1 or settings.d_steps < 1 or settings.g_steps < 1:
             raise UserError("train.iters_per_stage, d_steps and g_steps must be >= 1")
         if settings.gp_mode not in ("jvp", "double_grad"):
             raise UserError("train.gp_mode must be 'jvp' or 'double_grad'")
+        if settings.update_rule not in UPDATE_RULES:
+            raise UserError(
+                f"train.update_rule must be one of {UPDATE_RULES}, "
+                f"got {settings.update_rule!r}"
+            )
         return settings
 
 
@@ -117,6 +130,15 @@ def resolve_compile_unit(unit: str) -> str:
 # The compiled iteration of one stage.
 
 
+def check_update_rule(spec: ModelSpec, ts: TrainSettings) -> None:
+    """SinGAN and AGAN train with the 'fresh' rule only."""
+    if ts.update_rule != "fresh":
+        raise UserError(
+            f"train.update_rule={ts.update_rule!r} is ConSinGAN's rule; "
+            f"{spec.kind} trains with 'fresh' (drop the override)"
+        )
+
+
 class StageFns(NamedTuple):
     """The pure functions of one stage."""
 
@@ -124,6 +146,7 @@ class StageFns(NamedTuple):
     iteration: Any  # (state, data) -> (state, metrics): d_steps + g_steps updates
     d_step: Any  # (state, data) -> (state, metrics): one critic update
     g_step: Any  # (state, data) -> (state, metrics): one generator update
+    g_calls: int = 0  # g_step calls per iteration; 0: ts.g_steps (one update each)
 
 
 def make_stage_fns(spec: ModelSpec, sizes, stage: int, ts: TrainSettings):
@@ -132,6 +155,7 @@ def make_stage_fns(spec: ModelSpec, sizes, stage: int, ts: TrainSettings):
     Returns:
       init_vars(key) -> (g_vars, d_vars); iteration(state, data) -> (state, metrics).
     """
+    check_update_rule(spec, ts)
     gens = [make_generator(spec, s) for s in range(stage + 1)]
     g_mod, d_mod = gens[stage], make_discriminator(spec, stage)
     h, w = sizes[stage]
@@ -443,6 +467,7 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
         return train_consingan.train(config, workdir, stop_after, progress)
     spec = ModelSpec.from_config(config)
     ts = TrainSettings.from_config(config)
+    check_update_rule(spec, ts)
     image, original_hw, path = prepare_image(config)
     sizes = pyramid.stage_sizes_from_config(config, image.shape[:2], original_hw)
     num_stages = len(sizes)
@@ -557,10 +582,12 @@ def make_runner(fns: StageFns, ts: TrainSettings, state, data):
         d_fn = jax.jit(fns.d_step, donate_argnums=(0,)).lower(state, data).compile()
         g_fn = jax.jit(fns.g_step, donate_argnums=(0,)).lower(state, data).compile()
 
+        g_calls = fns.g_calls or ts.g_steps
+
         def run_update(state, data):
             for _ in range(ts.d_steps):
                 state, md = d_fn(state, data)
-            for _ in range(ts.g_steps):
+            for _ in range(g_calls):
                 state, mg = g_fn(state, data)
             return state, {**md, **mg}
 

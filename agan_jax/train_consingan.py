@@ -8,8 +8,12 @@ at lr_g always; older blocks are frozen. The learning rates come from one
 `optax.multi_transform` over parameter labels (`param_labels`), frozen groups get
 `optax.set_to_zero()`.
 
-One iteration is `d_steps` critic updates and `g_steps` generator updates, each
-with fresh noise at every stage (the whole generator runs end to end). The
+One iteration is `d_steps` critic updates and `g_steps` generator updates. With
+`train.update_rule='consingan'` (configs/consingan.py) they follow ConSinGAN's own
+code: one noise draw per iteration (at every stage; the whole generator runs end
+to end) gives the fake of every critic update and of the generator loss, and the
+generator's one gradient is applied g_steps times. With 'fresh' (SPEC 6) every
+update draws its own noise and the generator takes g_steps gradients. The
 generator loss adds alpha x MSE of the reconstruction: the real coarsest image
 (animation mode: a fixed noise map) enters the head and every stage above adds
 its fixed reconstruction noise. Noise amplitude of stage s > 0: noise_amp_base x
@@ -30,12 +34,14 @@ checkpoints are those of `train.py` (`train_stage`, `RunStore`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
 import os
 import shutil
 import time
+from typing import Any
 
 import flax
 import jax
@@ -314,9 +320,16 @@ def make_stage_fns(
     def critic_fn(d_vars, params):
         return lambda x: d_mod.apply({**d_vars, "params": params}, x[None])[0]
 
+    official = ts.update_rule == "consingan"
+
     def d_step(state: StageState, data: ConStageData):
-        """One critic update with a fresh fake."""
-        key, k_z, k_a = jax.random.split(state.key, 3)
+        """One critic update: with a fresh fake ('fresh'), or ('consingan') with the
+        iteration's fake, whose noise key stays fixed until the generator update."""
+        if official:
+            key, k_z = state.key, jax.random.split(state.key)[1]
+            k_a = jax.random.fold_in(k_z, state.step)
+        else:
+            key, k_z, k_a = jax.random.split(state.key, 3)
         fake, g_vars = g_apply(state.g_vars, train_inputs(k_z, data), data.amps)
         fake = jax.lax.stop_gradient(fake)
         a = jax.random.uniform(k_a)
@@ -341,7 +354,12 @@ def make_stage_fns(
         return new, {"d_loss": d_loss, "gp": gp}
 
     def g_step(state: StageState, data: ConStageData):
-        """One generator update with a fresh fake and the reconstruction loss."""
+        """Generator update(s) from the adversarial and reconstruction losses.
+
+        'fresh': one update, with a fresh fake. 'consingan': the fake of this
+        iteration's critic updates (same noise key), one gradient, applied g_steps
+        times, as ConSinGAN's code does; the key then moves to the next iteration.
+        """
         key, k_z = jax.random.split(state.key)
         zs = train_inputs(k_z, data)
         critic = critic_fn(state.d_vars, state.d_vars["params"])
@@ -364,18 +382,23 @@ def make_stage_fns(
 
         params = state.g_vars["params"]
         grads, (v, adv, rec_loss, tv) = jax.grad(loss_fn, has_aux=True)(params)
-        updates, g_opt = tx_g.update(grads, state.g_opt, params)
-        g_vars = {**v, "params": optax_apply(params, updates)}
-        new = state.replace(step=state.step + 1, g_vars=g_vars, g_opt=g_opt, key=key)
+        g_opt = state.g_opt
+        for _ in range(ts.g_steps if official else 1):
+            updates, g_opt = tx_g.update(grads, g_opt, params)
+            params = optax_apply(params, updates)
+        g_vars = {**v, "params": params}
+        step = state.step + (ts.g_steps if official else 1)
+        new = state.replace(step=step, g_vars=g_vars, g_opt=g_opt, key=key)
         return new, {"g_adv": adv, "rec": rec_loss, "tv": tv}
 
     d_jit, g_jit = jax.jit(d_step), jax.jit(g_step)
+    g_calls = 1 if official else ts.g_steps
 
     def iteration(state: StageState, data: ConStageData):
-        """d_steps critic updates, then g_steps generator updates."""
+        """d_steps critic updates, then the generator update(s)."""
         for _ in range(ts.d_steps):
             state, md = d_jit(state, data)
-        for _ in range(ts.g_steps):
+        for _ in range(g_calls):
             state, mg = g_jit(state, data)
         return state, {**md, **mg}
 
@@ -411,7 +434,7 @@ def make_stage_fns(
             key=k_train,
         )
 
-    return StageFns(init_state, iteration, d_step, g_step)
+    return StageFns(init_state, iteration, d_step, g_step, g_calls)
 
 
 def stage0_rec_input(spec: ModelSpec, g_vars: dict, real0: jax.Array) -> jax.Array:
@@ -440,12 +463,81 @@ def make_prepare(spec: ModelSpec, sizes, stage: int, noise_amp_base: float):
     return jax.jit(prepare)
 
 
+@dataclasses.dataclass
+class ConPrograms:
+    """The compiled programs of one ConSinGAN stage."""
+
+    fns: StageFns
+    init: Any  # compiled init_state(key, prev_g_vars, prev_d_vars)
+    prepare: Any  # compiled make_prepare(...) (g_vars, lower_amps, z0, real)
+    runners: dict  # iterations per call -> compiled runner (train.make_runner)
+    sampler: Any  # compiled (keys, g_vars 0..s, amps, base) -> (images, attentions)
+    compile_s: float
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
+
+
+def plan_stages(spec, sizes, ts, aug, first, last, prev_g, prev_d, lower, z0):
+    """Abstract state, data and program arguments of stages first..last.
+
+    prev_g, prev_d: variables of stage first-1 (None at 0); lower: the generator
+    variables of stages < first; z0: the stage-0 reconstruction input (None at 0).
+    """
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    f32 = jnp.float32
+    prev_g, prev_d = _abstract(prev_g), _abstract(prev_d)
+    lower, z0 = [_abstract(v) for v in lower], _abstract(z0)
+    source = jax.ShapeDtypeStruct((*sizes[0], 3), f32)
+    plan = {}
+    for s in range(first, last + 1):
+        fns = make_stage_fns(spec, sizes, s, ts, aug)
+        state = jax.eval_shape(fns.init_state, key, prev_g, prev_d)
+        if s == 0:
+            z0 = jax.eval_shape(
+                functools.partial(stage0_rec_input, spec), state.g_vars, source
+            )
+        real = jax.ShapeDtypeStruct((*sizes[s], 3), f32)
+        prep = make_prepare(spec, sizes, s, ts.noise_amp_base)
+        prep_args = (state.g_vars, jax.ShapeDtypeStruct((s,), f32), z0, real)
+        rec_inputs, _ = jax.eval_shape(prep, *prep_args)
+        data = ConStageData(
+            real=real,
+            amps=jax.ShapeDtypeStruct((s + 1,), f32),
+            rec_inputs=rec_inputs,
+            source=source,
+        )
+        lower.append(state.g_vars)
+        plan[s] = (fns, state, data, (key, prev_g, prev_d), prep, prep_args, lower[:])
+        prev_g, prev_d = state.g_vars, state.d_vars
+    return plan
+
+
+def compile_stage(spec, sizes, ts, s: int, planned) -> ConPrograms:
+    """Compiles one stage's programs from abstract shapes (in a worker thread)."""
+    t0 = time.time()
+    fns, state, data, init_args, prep, prep_args, variables = planned
+    init = fns.init_state.lower(*init_args).compile()
+    prepare = prep.lower(*prep_args).compile()
+    runners = make_runner(fns, ts, state, data)
+    sampler = None
+    if ts.stage_samples > 0:
+        f = sampling.make_sampler(spec, sizes, 0, s + 1, with_attention=True)
+        keys = jax.ShapeDtypeStruct((ts.stage_samples,), jax.random.key(0).dtype)
+        amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
+        base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
+        sampler = jax.jit(f).lower(keys, tuple(variables), amps, base).compile()
+    return ConPrograms(fns, init, prepare, runners, sampler, time.time() - t0)
+
+
 def train(config, workdir: str, stop_after: int | None = None, progress: bool = True):
     """Trains every unfinished ConSinGAN stage of the run in `workdir`; returns the Run.
 
     Same contract as `train.train` (which dispatches here for model.kind
     'consingan'): re-running resumes at the first unfinished stage and gives the
-    same result as an uninterrupted run.
+    same result as an uninterrupted run. As there, every stage's programs are
+    compiled from abstract shapes in a worker thread while earlier stages train.
     """
     spec = ModelSpec.from_config(config)
     if spec.kind != "consingan":
@@ -471,54 +563,87 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
     z0 = jnp.asarray(run.z_rec) if run else None
     prev_d = store.load_d_vars(len(done) - 1) if done else None
     metrics_path = os.path.join(workdir, "metrics.jsonl")
+    first = len(done)
     last = num_stages - 1 if stop_after is None else min(stop_after, num_stages - 1)
     t_run = time.time()
-    for s in range(len(done), last + 1):
-        t0 = time.time()
-        fns = make_stage_fns(spec, sizes, s, ts, aug)
-        prev_g = g_list[-1] if g_list else None
-        state = fns.init_state(stage_key(seed, s), prev_g, prev_d)
-        if s == 0:
-            z0 = stage0_rec_input(spec, state.g_vars, reals[0])
-        rec_inputs, amp = make_prepare(spec, sizes, s, ts.noise_amp_base)(
-            state.g_vars, jnp.asarray(amps, jnp.float32).reshape(s), z0, reals[s]
-        )
-        amp = float(amp)
-        data = ConStageData(
-            real=reals[s],
-            amps=jnp.asarray([*amps, amp], jnp.float32),
-            rec_inputs=rec_inputs,
-            source=reals[0],
-        )
-        runners = make_runner(fns, ts, state, data)
-        compile_s = time.time() - t0
-        state, train_s = train_stage(
-            state, data, runners, ts, s, num_stages, sizes[s], metrics_path, progress
-        )
-        g_list.append(state.g_vars)
-        amps.append(amp)
-        prev_d = state.d_vars
-        store.save_stage(s, state, z0, amp, sizes[s])
-        append_jsonl(
-            metrics_path,
-            {
-                "event": "stage_done",
-                "stage": s,
-                "size": list(sizes[s]),
-                "noise_amp": amp,
-                "compile_s": round(compile_s, 3),
-                "train_s": round(train_s, 3),
-                "stage_s": round(time.time() - t0, 3),
-                "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
-            },
-        )
-        if ts.stage_samples > 0:
-            sampler = jax.jit(
-                sampling.make_sampler(spec, sizes, 0, s + 1, with_attention=True)
+    plan = plan_stages(
+        spec,
+        sizes,
+        ts,
+        aug,
+        first,
+        last,
+        g_list[-1] if g_list else None,
+        prev_d,
+        g_list,
+        z0,
+    )
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    try:
+        futures = {
+            s: pool.submit(compile_stage, spec, sizes, ts, s, plan[s])
+            for s in range(first, last + 1)
+        }
+        for s in range(first, last + 1):
+            t0 = time.time()
+            progs = futures[s].result()
+            wait_s = time.time() - t0
+            prev_g = g_list[-1] if g_list else None
+            state = progs.init(stage_key(seed, s), prev_g, prev_d)
+            if s == 0:
+                z0 = stage0_rec_input(spec, state.g_vars, reals[0])
+            rec_inputs, amp = progs.prepare(
+                state.g_vars, jnp.asarray(amps, jnp.float32).reshape(s), z0, reals[s]
             )
-            write_stage_images(
-                sampler, ts.stage_samples, seed, g_list, amps, workdir, s, reals[s]
+            amp = float(amp)
+            data = ConStageData(
+                real=reals[s],
+                amps=jnp.asarray([*amps, amp], jnp.float32),
+                rec_inputs=rec_inputs,
+                source=reals[0],
             )
+            state, train_s = train_stage(
+                state,
+                data,
+                progs.runners,
+                ts,
+                s,
+                num_stages,
+                sizes[s],
+                metrics_path,
+                progress,
+            )
+            g_list.append(state.g_vars)
+            amps.append(amp)
+            prev_d = state.d_vars
+            store.save_stage(s, state, z0, amp, sizes[s])
+            append_jsonl(
+                metrics_path,
+                {
+                    "event": "stage_done",
+                    "stage": s,
+                    "size": list(sizes[s]),
+                    "noise_amp": amp,
+                    "compile_s": round(progs.compile_s, 3),
+                    "compile_wait_s": round(wait_s, 3),
+                    "train_s": round(train_s, 3),
+                    "stage_s": round(time.time() - t0, 3),
+                    "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+                },
+            )
+            if progs.sampler is not None:
+                write_stage_images(
+                    progs.sampler,
+                    ts.stage_samples,
+                    seed,
+                    g_list,
+                    amps,
+                    workdir,
+                    s,
+                    reals[s],
+                )
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     store.close()
     append_jsonl(
         metrics_path,

@@ -61,6 +61,9 @@ def get_config(arg: str | None = None):
     config.pyramid.schedule = "log"
     config.pyramid.num_stages = 6
     config.loss.tv_weight = 0.0
+    # ConSinGAN's code: one noise draw and one generator gradient per iteration,
+    # applied g_steps times ('fresh': SPEC 6's rule, 2-3x the generator work).
+    config.train.update_rule = "consingan"
     config.augment = ml_collections.ConfigDict(
         dict(
             p_colour=0.5,

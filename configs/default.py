@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Iterations per compiled call: 0 = per-backend default (1 on CPU, where a
     # lax.scan of this step measured 8x slower, see SPEC 6; 25 on GPU/TPU).
     config.train.steps_per_call = 0
+    # 'fresh': every critic and generator update draws its own noise (SPEC 6);
+    # 'consingan' (ConSinGAN only): ConSinGAN's rule, see configs/consingan.py.
+    config.train.update_rule = "fresh"
     config.train.log_every = 25
     config.train.stage_samples = 8  # grid of samples written after each stage
 

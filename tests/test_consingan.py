@@ -277,3 +277,81 @@ def test_fine_tune_changes_only_the_last_stage(tiny_run, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, again.g_vars[-1], run.g_vars[-1])
     with pytest.raises(UserError, match="already exists"):
         tc.fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
+
+
+def _stage0(update_rule: str, g_steps: int):
+    """Stage 0 of a tiny ConSinGAN (Adam eps 1), its fns, fresh state and data."""
+    cfg = tiny_config("consingan")
+    with cfg.unlocked():
+        cfg.train.update_rule = update_rule
+        cfg.train.g_steps = g_steps
+        cfg.train.adam_eps = 1.0
+    spec = ModelSpec.from_config(cfg)
+    ts = tc.TrainSettings.from_config(cfg)
+    sizes = [(16, 20)]
+    real = jax.random.uniform(jax.random.key(1), (*sizes[0], 3), minval=-1, maxval=1)
+    fns = tc.make_stage_fns(spec, sizes, 0, ts)
+    state = fns.init_state(train.stage_key(0, 0))
+    data = tc.ConStageData(
+        real=real,
+        amps=jnp.ones((1,), jnp.float32),
+        rec_inputs=(real,),
+        source=real,
+    )
+    return fns, state, data
+
+
+def test_consingan_rule_applies_one_gradient_g_steps_times():
+    """ConSinGAN's rule: from a fresh Adam state, the same gradient three times
+    moves every parameter by exactly 3x one step (Adam's bias-corrected moments of
+    a constant gradient are that gradient), and the critic updates keep the
+    iteration's noise key, which the generator update then advances."""
+    fns3, state, data = _stage0("consingan", 3)
+    assert fns3.g_calls == 1
+    after_d, _ = jax.jit(fns3.d_step)(state, data)
+    np.testing.assert_array_equal(
+        jax.random.key_data(after_d.key), jax.random.key_data(state.key)
+    )
+    new3, _ = jax.jit(fns3.g_step)(after_d, data)
+    assert int(new3.step) == int(after_d.step) + 3
+    assert not np.array_equal(
+        jax.random.key_data(new3.key), jax.random.key_data(after_d.key)
+    )
+    fns1, _, _ = _stage0("consingan", 1)
+    new1, _ = jax.jit(fns1.g_step)(after_d, data)
+    p0 = after_d.g_vars["params"]
+    moved = jax.tree.map(
+        lambda a, b, c: (np.asarray(a) - c, 3 * (np.asarray(b) - c)),
+        new3.g_vars["params"],
+        new1.g_vars["params"],
+        p0,
+    )
+    for d3, d1 in jax.tree.leaves(moved, is_leaf=lambda x: isinstance(x, tuple)):
+        np.testing.assert_allclose(d3, d1, rtol=1e-4, atol=1e-7)
+    assert (
+        max(
+            np.abs(d).max()
+            for d, _ in jax.tree.leaves(moved, is_leaf=lambda x: isinstance(x, tuple))
+        )
+        > 0
+    )
+
+
+def test_fresh_rule_takes_g_steps_gradients():
+    fns, state, data = _stage0("fresh", 3)
+    assert fns.g_calls == 3
+    after_d, _ = jax.jit(fns.d_step)(state, data)
+    assert not np.array_equal(
+        jax.random.key_data(after_d.key), jax.random.key_data(state.key)
+    )
+    new, _ = jax.jit(fns.g_step)(after_d, data)
+    assert int(new.step) == int(after_d.step) + 1
+
+
+def test_consingan_rule_is_refused_for_singan(tmp_path):
+    cfg = tiny_config("singan")
+    with cfg.unlocked():
+        cfg.train.update_rule = "consingan"
+    with pytest.raises(UserError, match="ConSinGAN's rule"):
+        train.train(cfg, str(tmp_path), progress=False)
+    assert os.listdir(tmp_path) == []
