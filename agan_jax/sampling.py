@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import pyramid
+from agan_jax import compiler, pyramid
 from agan_jax.errors import UserError
 from agan_jax.models import ModelSpec, consingan, make_generator
 
@@ -203,7 +203,7 @@ def reconstruct(run: Run, stop: int | None = None) -> jax.Array:
             )
             return out
 
-        run._cache[key] = jax.jit(fn)
+        run._cache[key] = jax.jit(fn, compiler_options=compiler.options())
     return run._cache[key](run.g_vars[:stop], jnp.asarray(run.noise_amps), run.z_rec)
 
 
@@ -271,7 +271,7 @@ def sample(
     cache_key = ("sample", batch, start_stage, tuple(sizes), with_attention)
     if cache_key not in run._cache:
         f = make_sampler(run.spec, sizes, start_stage, stop, with_attention)
-        run._cache[cache_key] = jax.jit(f)
+        run._cache[cache_key] = jax.jit(f, compiler_options=compiler.options())
     fn = run._cache[cache_key]
     keys = jax.random.split(key, n)
     pad = math.ceil(n / batch) * batch - n

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from agan_jax import checkpoint, image_io, losses, pyramid, sampling
+from agan_jax import checkpoint, compiler, image_io, losses, pyramid, sampling
 from agan_jax.errors import UserError
 from agan_jax.models import ModelSpec, make_discriminator, make_generator
 from agan_jax.state import StageData, StageState, adam, warm_start
@@ -63,8 +63,14 @@ class TrainSettings:
     # "consingan": ConSinGAN's own rule (train_consingan.py), one noise draw and one
     # generator gradient per iteration, that gradient applied g_steps times.
     update_rule: str = "fresh"
+    xla_opt_level: int = -1  # XLA backend optimisation level; -1: see compiler.py
     log_every: int = 25
     stage_samples: int = 0  # samples in the grid written after each stage
+
+    @property
+    def compiler_options(self) -> dict | None:
+        """Options for every `.compile()` of training (agan_jax.compiler)."""
+        return compiler.options(self.xla_opt_level)
 
     @classmethod
     def from_config(cls, config) -> TrainSettings:
@@ -92,11 +98,17 @@ class TrainSettings:
             stage_samples=max(0, int(t.get("stage_samples", 0))),
             compile_unit=resolve_compile_unit(str(t.get("compile_unit", "auto"))),
             update_rule=str(t.get("update_rule", "fresh")),
+            xla_opt_level=int(t.get("xla_backend_opt_level", -1)),
         )
         if settings.iters < 1 or settings.d_steps < 1 or settings.g_steps < 1:
             raise UserError("train.iters_per_stage, d_steps and g_steps must be >= 1")
         if settings.gp_mode not in ("jvp", "double_grad"):
             raise UserError("train.gp_mode must be 'jvp' or 'double_grad'")
+        if settings.xla_opt_level not in (-1, 0, 1, 2, 3):
+            raise UserError(
+                "train.xla_backend_opt_level must be -1 (auto) or 0..3, "
+                f"got {settings.xla_opt_level}"
+            )
         if settings.update_rule not in UPDATE_RULES:
             raise UserError(
                 f"train.update_rule must be one of {UPDATE_RULES}, "
@@ -322,12 +334,12 @@ def chunk_fn(iteration, k: int):
     return run
 
 
-def compile_chunk(iteration, k: int, state, data):
+def compile_chunk(iteration, k: int, state, data, options=None):
     """jit with donated state, compiled ahead of time for this stage's shapes."""
     return (
         jax.jit(chunk_fn(iteration, k), donate_argnums=(0,))
         .lower(state, data)
-        .compile()
+        .compile(compiler_options=options)
     )
 
 
@@ -430,7 +442,8 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> StagePrograms:
     """Compiles one stage's programs from abstract shapes (runs in a worker thread)."""
     t0 = time.time()
     fns, state, data, init_args = planned
-    init = fns.init_state.lower(*init_args).compile()
+    opts = ts.compiler_options
+    init = fns.init_state.lower(*init_args).compile(compiler_options=opts)
     runners = make_runner(fns, ts, state, data)
     rec = None
     if s > 0:
@@ -438,7 +451,7 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> StagePrograms:
         rec = (
             jax.jit(rec_prev_fn(spec, sizes, s))
             .lower(data.lower_vars, data.lower_amps, z)
-            .compile()
+            .compile(compiler_options=opts)
         )
     sampler = None
     if ts.stage_samples > 0:
@@ -449,7 +462,9 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> StagePrograms:
         amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
         variables = (*data.lower_vars, state.g_vars)
         base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
-        sampler = jax.jit(f).lower(keys, variables, amps, base).compile()
+        sampler = (
+            jax.jit(f).lower(keys, variables, amps, base).compile(compiler_options=opts)
+        )
     return StagePrograms(fns, init, runners, rec, sampler, time.time() - t0)
 
 
@@ -578,9 +593,14 @@ def make_runner(fns: StageFns, ts: TrainSettings, state, data):
     small programs, compiled in a fraction of the time of a whole iteration);
     'iteration': one call runs `steps_per_call` whole iterations.
     """
+    opts = ts.compiler_options
     if ts.compile_unit == "update":
-        d_fn = jax.jit(fns.d_step, donate_argnums=(0,)).lower(state, data).compile()
-        g_fn = jax.jit(fns.g_step, donate_argnums=(0,)).lower(state, data).compile()
+        d_fn, g_fn = (
+            jax.jit(f, donate_argnums=(0,))
+            .lower(state, data)
+            .compile(compiler_options=opts)
+            for f in (fns.d_step, fns.g_step)
+        )
 
         g_calls = fns.g_calls or ts.g_steps
 
@@ -593,9 +613,9 @@ def make_runner(fns: StageFns, ts: TrainSettings, state, data):
 
         return {1: run_update}
     k = max(1, min(ts.steps_per_call, ts.iters))
-    runners = {k: compile_chunk(fns.iteration, k, state, data)}
+    runners = {k: compile_chunk(fns.iteration, k, state, data, opts)}
     if ts.iters % k:
-        runners[1] = compile_chunk(fns.iteration, 1, state, data)
+        runners[1] = compile_chunk(fns.iteration, 1, state, data, opts)
     return runners
 
 

@@ -518,8 +518,9 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> ConPrograms:
     """Compiles one stage's programs from abstract shapes (in a worker thread)."""
     t0 = time.time()
     fns, state, data, init_args, prep, prep_args, variables = planned
-    init = fns.init_state.lower(*init_args).compile()
-    prepare = prep.lower(*prep_args).compile()
+    opts = ts.compiler_options
+    init = fns.init_state.lower(*init_args).compile(compiler_options=opts)
+    prepare = prep.lower(*prep_args).compile(compiler_options=opts)
     runners = make_runner(fns, ts, state, data)
     sampler = None
     if ts.stage_samples > 0:
@@ -527,7 +528,11 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> ConPrograms:
         keys = jax.ShapeDtypeStruct((ts.stage_samples,), jax.random.key(0).dtype)
         amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
         base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
-        sampler = jax.jit(f).lower(keys, tuple(variables), amps, base).compile()
+        sampler = (
+            jax.jit(f)
+            .lower(keys, tuple(variables), amps, base)
+            .compile(compiler_options=opts)
+        )
     return ConPrograms(fns, init, prepare, runners, sampler, time.time() - t0)
 
 

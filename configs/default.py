@@ -67,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 'fresh': every critic and generator update draws its own noise (SPEC 6);
     # 'consingan' (ConSinGAN only): ConSinGAN's rule, see configs/consingan.py.
     config.train.update_rule = "fresh"
+    # XLA backend optimisation level for training's programs: -1 = auto (LLVM O1
+    # on CPU: 22% less compile time, same speed; XLA's default elsewhere), or 0-3.
+    config.train.xla_backend_opt_level = -1
     config.train.log_every = 25
     config.train.stage_samples = 8  # grid of samples written after each stage
 

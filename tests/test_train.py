@@ -100,6 +100,44 @@ def test_jvp_penalty_matches_double_grad_in_training():
     np.testing.assert_allclose(ma[-1]["gp"], mb[-1]["gp"], rtol=1e-4)
 
 
+def test_cpu_compile_level_trains_like_xla_default():
+    """LLVM O1 (the CPU default, agan_jax.compiler) gives O2's result."""
+    from agan_jax import compiler
+
+    ts_auto = train.TrainSettings(
+        iters=2, compile_unit="update", adam_eps=1.0, d_steps=2, g_steps=1
+    )
+    ts_o2 = dataclasses.replace(ts_auto, xla_opt_level=2)
+    if jax.default_backend() == "cpu":
+        assert ts_auto.compiler_options == {"xla_backend_optimization_level": 1}
+    assert ts_o2.compiler_options == {"xla_backend_optimization_level": 2}
+    runs = []
+    for ts in (ts_auto, ts_o2):
+        fns, state, data = _stage0(SPEC, ts)
+        runs.append(_run(fns, ts, state, data, 2)[0])
+    chex.assert_trees_all_close(runs[0].g_vars, runs[1].g_vars, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(runs[0].d_vars, runs[1].d_vars, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="-1..3"):
+        compiler.options(7)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("xla_backend_opt_level", 5, "xla_backend_opt_level must be -1"),
+        ("update_rule", "stale", "update_rule must be one of"),
+        ("gp_mode", "hessian", "gp_mode must be"),
+    ],
+)
+def test_bad_train_settings_are_named(key, value, message):
+    from agan_jax.errors import UserError
+
+    cfg = tiny_config("singan")
+    cfg.train[key] = value
+    with pytest.raises(UserError, match=message):
+        train.TrainSettings.from_config(cfg)
+
+
 def test_reconstruction_loss_falls():
     ts = train.TrainSettings(iters=60, compile_unit="update")
     fns, state, data = _stage0(SPEC, ts)
