@@ -132,15 +132,19 @@ def build_runner(
         runners = train.make_runner(fns, ts, setup.state, setup.data)
         k = max(runners)
         return runners[k], k, time.perf_counter() - t0
+    # The variant's options over the settings' own (LLVM O1 on CPU unless
+    # xla_opt_level says otherwise, see agan_jax.compiler).
+    options = {**(ts.compiler_options or {}), **compiler_options}
 
     def aot(fn):
         return (
             jax.jit(fn, donate_argnums=(0,))
             .lower(setup.state, setup.data)
-            .compile(compiler_options)
+            .compile(options)
         )
 
-    if ts.compile_unit == "update":
+    unit = train.resolve_compile_unit(ts.compile_unit, setup.data.real.shape[:2])
+    if unit == "update":
         d_fn, g_fn = aot(fns.d_step), aot(fns.g_step)
 
         def run(state, data):
@@ -442,14 +446,15 @@ def runner_agreement(
     common: dict | None = None,
 ) -> float:
     """Max parameter difference after `iters` iterations: the plain runner (unit
-    update, default compile options) against the runner with `variant` settings
-    and `compiler_options`; `common` settings (d_steps, num_layers, ...) go to both.
+    update, XLA's default O2) against the runner with `variant` settings and
+    `compiler_options`; `common` settings (d_steps, num_layers, ...) go to both.
 
     Adam's epsilon is 1 here (as in tests/test_train.py) so that the comparison
     measures the programs, not Adam's sign-like first steps amplifying rounding.
     """
     common = {"adam_eps": 1.0, **(common or {})}
-    base = step_setup(hw, width, lower, **{**common, "compile_unit": "update"})
+    plain = {"compile_unit": "update", "xla_opt_level": 2}
+    base = step_setup(hw, width, lower, **{**common, **plain})
     other = step_setup(hw, width, lower, **{**common, **variant})
     out = []
     for setup, opts in ((base, None), (other, compiler_options)):

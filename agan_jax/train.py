@@ -58,7 +58,7 @@ class TrainSettings:
     noise_amp_base: float = 0.1
     gp_mode: str = "jvp"  # "jvp" (fast, same gradient) or "double_grad" (reference)
     steps_per_call: int = 1
-    compile_unit: str = "update"  # "update" or "iteration" (see make_runner)
+    compile_unit: str = "auto"  # "auto", "update" or "iteration" (see make_runner)
     # "fresh" (SPEC 6): every update draws its own noise and generator gradient;
     # "consingan": ConSinGAN's own rule (train_consingan.py), one noise draw and one
     # generator gradient per iteration, that gradient applied g_steps times.
@@ -96,7 +96,7 @@ class TrainSettings:
             steps_per_call=spc,
             log_every=max(1, int(t.log_every)),
             stage_samples=max(0, int(t.get("stage_samples", 0))),
-            compile_unit=resolve_compile_unit(str(t.get("compile_unit", "auto"))),
+            compile_unit=check_compile_unit(str(t.get("compile_unit", "auto"))),
             update_rule=str(t.get("update_rule", "fresh")),
             xla_opt_level=int(t.get("xla_backend_opt_level", -1)),
         )
@@ -127,15 +127,31 @@ def default_steps_per_call() -> int:
     return 1 if jax.default_backend() == "cpu" else 10
 
 
-def resolve_compile_unit(unit: str) -> str:
-    """'auto' -> 'update' on CPU (smaller programs, see make_runner), else 'iteration'."""
-    if unit == "auto":
-        return "update" if jax.default_backend() == "cpu" else "iteration"
-    if unit not in ("update", "iteration"):
+# On CPU, stages of at least this many pixels run one compiled call per iteration:
+# from 62x82 up the fused iteration ran 7-8% faster per iteration than 6 update
+# calls (62x82 .. 97x128, 64 channels), below it as fast (and it compiles 30-45%
+# longer); docs/performance.md, "Compile unit".
+CPU_ITERATION_MIN_PIXELS = 62 * 82
+
+
+def check_compile_unit(unit: str) -> str:
+    if unit not in ("auto", "update", "iteration"):
         raise UserError(
             f"train.compile_unit must be 'auto', 'update' or 'iteration', got {unit!r}"
         )
     return unit
+
+
+def resolve_compile_unit(unit: str, hw: tuple[int, int] | None = None) -> str:
+    """'auto' -> on CPU 'update' for stages below CPU_ITERATION_MIN_PIXELS (smaller
+    programs, see make_runner) and 'iteration' from there; elsewhere 'iteration'."""
+    check_compile_unit(unit)
+    if unit != "auto":
+        return unit
+    if jax.default_backend() != "cpu":
+        return "iteration"
+    big = hw is not None and hw[0] * hw[1] >= CPU_ITERATION_MIN_PIXELS
+    return "iteration" if big else "update"
 
 
 # ----------------------------------------------------------------------------
@@ -591,10 +607,12 @@ def make_runner(fns: StageFns, ts: TrainSettings, state, data):
 
     compile_unit 'update': one compiled call per critic or generator update (two
     small programs, compiled in a fraction of the time of a whole iteration);
-    'iteration': one call runs `steps_per_call` whole iterations.
+    'iteration': one call runs `steps_per_call` whole iterations; 'auto': by
+    backend and stage size (resolve_compile_unit).
     """
     opts = ts.compiler_options
-    if ts.compile_unit == "update":
+    unit = resolve_compile_unit(ts.compile_unit, tuple(data.real.shape[:2]))
+    if unit == "update":
         d_fn, g_fn = (
             jax.jit(f, donate_argnums=(0,))
             .lower(state, data)

@@ -84,6 +84,19 @@ def test_update_and_iteration_units_agree():
     chex.assert_trees_all_close(a.d_vars, b.d_vars, atol=1e-5, rtol=1e-5)
 
 
+def test_auto_compile_unit_by_backend_and_stage_size():
+    small, big = (61, 82), (62, 82)
+    assert train.resolve_compile_unit("update", big) == "update"
+    assert train.resolve_compile_unit("iteration", small) == "iteration"
+    if jax.default_backend() == "cpu":
+        assert train.resolve_compile_unit("auto", small) == "update"
+        assert train.resolve_compile_unit("auto", big) == "iteration"
+    else:
+        assert train.resolve_compile_unit("auto", small) == "iteration"
+    with pytest.raises(train.UserError, match="compile_unit must be"):
+        train.resolve_compile_unit("stage", small)
+
+
 def test_jvp_penalty_matches_double_grad_in_training():
     """The cheap penalty gradient trains exactly like the grad-of-grad reference."""
     ts_j = train.TrainSettings(
