@@ -137,7 +137,7 @@ def draw_samples(run: sampling.Run, num_samples: int, key: jax.Array) -> np.ndar
             f"--num_samples must be at least 2 (pixel diversity needs 2), got "
             f"{num_samples}"
         )
-    images = sampling.sample(run, key, num_samples, batch_size=num_samples)
+    images = sampling.sample(run, key, num_samples)
     return np.clip(np.asarray(images, np.float32), -1.0, 1.0)
 
 

@@ -129,7 +129,7 @@ def build_runner(
     ts, fns = setup.ts, setup.fns
     t0 = time.perf_counter()
     if not compiler_options:
-        runners = train.make_runner(fns, ts, setup.state, setup.data)
+        runners = train.make_runner(fns, ts, setup.state, setup.data, setup.stage)
         k = max(runners)
         return runners[k], k, time.perf_counter() - t0
     # The variant's options over the settings' own (LLVM O1 on CPU unless
@@ -143,7 +143,8 @@ def build_runner(
             .compile(options)
         )
 
-    unit = train.resolve_compile_unit(ts.compile_unit, setup.data.real.shape[:2])
+    h, w = setup.data.real.shape[:2]
+    unit = train.resolve_compile_unit(ts.compile_unit, setup.stage, h * w)
     if unit == "update":
         d_fn, g_fn = aot(fns.d_step), aot(fns.g_step)
 

@@ -127,13 +127,6 @@ def default_steps_per_call() -> int:
     return 1 if jax.default_backend() == "cpu" else 10
 
 
-# On CPU, stages of at least this many pixels run one compiled call per iteration:
-# from 62x82 up the fused iteration ran 7-8% faster per iteration than 6 update
-# calls (62x82 .. 97x128, 64 channels), below it as fast (and it compiles 30-45%
-# longer); docs/performance.md, "Compile unit".
-CPU_ITERATION_MIN_PIXELS = 62 * 82
-
-
 def check_compile_unit(unit: str) -> str:
     if unit not in ("auto", "update", "iteration"):
         raise UserError(
@@ -142,16 +135,37 @@ def check_compile_unit(unit: str) -> str:
     return unit
 
 
-def resolve_compile_unit(unit: str, hw: tuple[int, int] | None = None) -> str:
-    """'auto' -> on CPU 'update' for stages below CPU_ITERATION_MIN_PIXELS (smaller
-    programs, see make_runner) and 'iteration' from there; elsewhere 'iteration'."""
+# SinGAN / AGAN on CPU fuse an iteration into one compiled call from this stage
+# size up (see resolve_compile_unit).
+CPU_ITERATION_MIN_PIXELS = 62 * 82
+
+
+def resolve_compile_unit(
+    unit: str,
+    stage: int | None = None,
+    pixels: int | None = None,
+    min_pixels: int = CPU_ITERATION_MIN_PIXELS,
+) -> str:
+    """'auto' -> 'update' or 'iteration' for one stage; other units as given.
+
+    Accelerators: 'iteration'. CPU: 'update' for stage 0 (`stage` None counts as
+    0), whose compile is waited for, and for stages under `min_pixels`; otherwise
+    'iteration'. Measured on the 2-core CPU with LLVM O1 (docs/performance.md,
+    "Compile unit"): a fused iteration runs 12-17% faster than 6 update calls but
+    compiles 3-4 s longer, which competes with training for the 2 cores; whole
+    SinGAN runs gained from 62x82 px up (max_size 128: 820 -> 777 s) and lost when
+    every later stage was fused (max_size 64: 177 -> 187 s). ConSinGAN fuses every
+    later stage (min_pixels 0): there the 3 critic updates share one fake, which
+    XLA computes once in the fused program (max_size 64: 281 -> 206 s).
+    """
     check_compile_unit(unit)
     if unit != "auto":
         return unit
     if jax.default_backend() != "cpu":
         return "iteration"
-    big = hw is not None and hw[0] * hw[1] >= CPU_ITERATION_MIN_PIXELS
-    return "iteration" if big else "update"
+    if not stage or (pixels is not None and pixels < min_pixels):
+        return "update"
+    return "iteration"
 
 
 # ----------------------------------------------------------------------------
@@ -460,7 +474,7 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> StagePrograms:
     fns, state, data, init_args = planned
     opts = ts.compiler_options
     init = fns.init_state.lower(*init_args).compile(compiler_options=opts)
-    runners = make_runner(fns, ts, state, data)
+    runners = make_runner(fns, ts, state, data, s)
     rec = None
     if s > 0:
         z = jax.ShapeDtypeStruct((*sizes[0], 3), jnp.float32)
@@ -602,7 +616,14 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
     return checkpoint.RunStore(workdir).load_run() if g_vars else None
 
 
-def make_runner(fns: StageFns, ts: TrainSettings, state, data):
+def make_runner(
+    fns: StageFns,
+    ts: TrainSettings,
+    state,
+    data,
+    stage: int | None = None,
+    min_pixels: int = CPU_ITERATION_MIN_PIXELS,
+):
     """Compiles this stage's step functions once; returns (run, iterations per run).
 
     compile_unit 'update': one compiled call per critic or generator update (two
@@ -611,7 +632,8 @@ def make_runner(fns: StageFns, ts: TrainSettings, state, data):
     backend and stage size (resolve_compile_unit).
     """
     opts = ts.compiler_options
-    unit = resolve_compile_unit(ts.compile_unit, tuple(data.real.shape[:2]))
+    h, w = data.real.shape[:2]
+    unit = resolve_compile_unit(ts.compile_unit, stage, h * w, min_pixels)
     if unit == "update":
         d_fn, g_fn = (
             jax.jit(f, donate_argnums=(0,))

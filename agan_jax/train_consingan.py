@@ -521,7 +521,9 @@ def compile_stage(spec, sizes, ts, s: int, planned) -> ConPrograms:
     opts = ts.compiler_options
     init = fns.init_state.lower(*init_args).compile(compiler_options=opts)
     prepare = prep.lower(*prep_args).compile(compiler_options=opts)
-    runners = make_runner(fns, ts, state, data)
+    # min_pixels 0: every stage but the first fused (the critic updates share
+    # one fake there; see train.resolve_compile_unit).
+    runners = make_runner(fns, ts, state, data, s, min_pixels=0)
     sampler = None
     if ts.stage_samples > 0:
         f = sampling.make_sampler(spec, sizes, 0, s + 1, with_attention=True)

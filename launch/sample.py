@@ -19,7 +19,9 @@ _SCALE_H = flags.DEFINE_float("scale_h", 1.0, "Output height / training height."
 _SCALE_W = flags.DEFINE_float("scale_w", 1.0, "Output width / training width.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/samples).")
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Samples per vmap'd call.")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 0, "Samples per vmap'd call (0: 4 on CPU, 256 on accelerators)."
+)
 _ATTN = flags.DEFINE_bool("attention", False, "Also save AGAN attention maps.")
 
 

@@ -32,6 +32,10 @@ def test_batches_do_not_change_samples(tiny_singan_run):
     a = sampling.sample(run, key, 5, batch_size=2)
     b = sampling.sample(run, key, 5, batch_size=8)
     np.testing.assert_allclose(a, b, atol=1e-5)
+    c = sampling.sample(run, key, 5)  # default_batch_size(): 4 on CPU
+    np.testing.assert_allclose(a, c, atol=1e-5)
+    with pytest.raises(UserError, match="batch_size"):
+        sampling.sample(run, key, 5, batch_size=-1)
 
 
 def test_deterministic_for_a_key(tiny_singan_run):

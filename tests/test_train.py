@@ -84,17 +84,20 @@ def test_update_and_iteration_units_agree():
     chex.assert_trees_all_close(a.d_vars, b.d_vars, atol=1e-5, rtol=1e-5)
 
 
-def test_auto_compile_unit_by_backend_and_stage_size():
-    small, big = (61, 82), (62, 82)
-    assert train.resolve_compile_unit("update", big) == "update"
-    assert train.resolve_compile_unit("iteration", small) == "iteration"
+def test_auto_compile_unit_by_backend_stage_and_size():
+    big, small = 62 * 82, 62 * 82 - 1
+    assert train.resolve_compile_unit("update", 3, big) == "update"
+    assert train.resolve_compile_unit("iteration", 0, small) == "iteration"
     if jax.default_backend() == "cpu":
-        assert train.resolve_compile_unit("auto", small) == "update"
-        assert train.resolve_compile_unit("auto", big) == "iteration"
+        assert train.resolve_compile_unit("auto", 0, big) == "update"
+        assert train.resolve_compile_unit("auto", None, big) == "update"
+        assert train.resolve_compile_unit("auto", 1, small) == "update"
+        assert train.resolve_compile_unit("auto", 1, big) == "iteration"
+        assert train.resolve_compile_unit("auto", 1, 100, min_pixels=0) == "iteration"
     else:
-        assert train.resolve_compile_unit("auto", small) == "iteration"
+        assert train.resolve_compile_unit("auto", 0, small) == "iteration"
     with pytest.raises(train.UserError, match="compile_unit must be"):
-        train.resolve_compile_unit("stage", small)
+        train.resolve_compile_unit("stage", 0)
 
 
 def test_jvp_penalty_matches_double_grad_in_training():
