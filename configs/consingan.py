@@ -6,14 +6,16 @@ lr * 0.1**k for the block k stages below the newest; no TV loss.
 Command (CPU-sized: 64 px, 6 stages, 200 iterations per stage):
   python -m launch.train --config=configs/consingan.py --workdir=runs/consingan
   python -m launch.sample --workdir=runs/consingan --num_samples=16
-Runtime: 33 min measured on a 2-core CPU shared with other jobs (load ~10; the
-AGAN config took 15 min on the same machine), most of it in the last two stages,
-where every iteration runs all six blocks. Look at runs/consingan/stages/*.png
-(real image first, then samples). At this budget, without BatchNorm (the paper's
-default, kept here) the samples keep the layout (sky, a band of building, water)
-but the building is smeared and the reconstruction blurry (rec MSE 0.010 at the
-last stage, AGAN 0.0017). With --config.model.batch_norm=True (21 min, same
-machine) the samples show the Colosseum with arches in varied arrangements, a
+Runtime: 206 s for training and 50 samples on a quiet 2-core CPU
+(`python -m launch.bench --suite=cpu_targets --only=consingan_64`; PyTorch's
+ConSinGAN: 338 s). Training follows ConSinGAN's own update rule
+(`train.update_rule=consingan`: one noise draw and one generator gradient per
+iteration, applied g_steps times). Look at runs/consingan/stages/*.png (real image
+first, then samples). At this budget, without BatchNorm (the paper's default, kept
+here) the samples keep the layout (sky, a band of building, water) but the
+building is smeared and the reconstruction blurry (rec MSE 0.008 at the last
+stage, AGAN 0.0017). With --config.model.batch_norm=True (measured with the
+'fresh' rule) the samples show the Colosseum with arches in varied arrangements, a
 little noisier than AGAN's. The paper trains 2000 iterations per stage (`:gpu`;
 not measured here).
 
