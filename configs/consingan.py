@@ -10,12 +10,13 @@ Runtime: 206 s for training and 50 samples on a quiet 2-core CPU
 (`python -m launch.bench --suite=cpu_targets --only=consingan_64`; PyTorch's
 ConSinGAN: 338 s). Training follows ConSinGAN's own update rule
 (`train.update_rule=consingan`: one noise draw and one generator gradient per
-iteration, applied g_steps times). Look at runs/consingan/stages/*.png (real image
+iteration, applied g_steps times); with BatchNorm (harmonization and editing
+modes, or --config.model.batch_norm=True) it trains with the 'fresh' rule instead,
+as ConSinGAN's rule diverged there (reconstruction MSE 0.58 at the last stage). Look at runs/consingan/stages/*.png (real image
 first, then samples). At this budget, without BatchNorm (the paper's default, kept
 here) the samples keep the layout (sky, a band of building, water) but the
 building is smeared and the reconstruction blurry (rec MSE 0.008 at the last
-stage, AGAN 0.0017). With --config.model.batch_norm=True (measured with the
-'fresh' rule) the samples show the Colosseum with arches in varied arrangements, a
+stage, AGAN 0.0017). With --config.model.batch_norm=True the samples show the Colosseum with arches in varied arrangements, a
 little noisier than AGAN's. The paper trains 2000 iterations per stage (`:gpu`;
 not measured here).
 
@@ -63,9 +64,9 @@ def get_config(arg: str | None = None):
     config.pyramid.schedule = "log"
     config.pyramid.num_stages = 6
     config.loss.tv_weight = 0.0
-    # ConSinGAN's code: one noise draw and one generator gradient per iteration,
-    # applied g_steps times ('fresh': SPEC 6's rule, 2-3x the generator work).
-    config.train.update_rule = "consingan"
+    # 'auto' (default.py): ConSinGAN's own rule (one noise draw and one generator
+    # gradient per iteration, applied g_steps times) without BatchNorm; 'fresh'
+    # (SPEC 6) with BatchNorm, where ConSinGAN's rule diverged at 64 px.
     config.augment = ml_collections.ConfigDict(
         dict(
             p_colour=0.5,

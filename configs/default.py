@@ -62,11 +62,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.lr_milestone = 0.8
     config.train.gamma = 0.1
     # Iterations per compiled call: 0 = per-backend default (1 on CPU, where a
-    # lax.scan of this step measured 8x slower, see SPEC 6; 25 on GPU/TPU).
+    # lax.scan of this step measured 8x slower, see SPEC 6; 10 on GPU/TPU).
     config.train.steps_per_call = 0
+    # Compiled calls per iteration: 'auto' (by backend and stage, see
+    # train.resolve_compile_unit), 'update' (one per update) or 'iteration'.
+    config.train.compile_unit = "auto"
+    # Penalty parameter gradient: 'jvp' (fast) or 'double_grad' (reference).
+    config.train.gp_mode = "jvp"
     # 'fresh': every critic and generator update draws its own noise (SPEC 6);
-    # 'consingan' (ConSinGAN only): ConSinGAN's rule, see configs/consingan.py.
-    config.train.update_rule = "fresh"
+    # 'consingan' (ConSinGAN only): ConSinGAN's rule, see configs/consingan.py;
+    # 'auto': 'consingan' for ConSinGAN without BatchNorm, else 'fresh'.
+    config.train.update_rule = "auto"
     # XLA backend optimisation level for training's programs: -1 = auto (LLVM O1
     # on CPU: 22% less compile time, same speed; XLA's default elsewhere), or 0-3.
     config.train.xla_backend_opt_level = -1

@@ -355,3 +355,21 @@ def test_consingan_rule_is_refused_for_singan(tmp_path):
     with pytest.raises(UserError, match="ConSinGAN's rule"):
         train.train(cfg, str(tmp_path), progress=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_update_rule_auto_by_model_and_batch_norm():
+    """'auto': ConSinGAN's rule without BatchNorm; 'fresh' with it (where that rule
+    diverged) and for SinGAN/AGAN."""
+    from configs import consingan as con_cfg
+
+    assert tc.TrainSettings.from_config(tiny_config("consingan")).update_rule == (
+        "consingan"
+    )
+    cfg = tiny_config("consingan")
+    cfg.model.batch_norm = True
+    assert tc.TrainSettings.from_config(cfg).update_rule == "fresh"
+    harm = con_cfg.get_config("harmonization,tiny")
+    assert tc.TrainSettings.from_config(harm).update_rule == "fresh"
+    assert tc.TrainSettings.from_config(tiny_config("agan")).update_rule == "fresh"
+    cfg.train.update_rule = "consingan"
+    assert tc.TrainSettings.from_config(cfg).update_rule == "consingan"
