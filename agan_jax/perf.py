@@ -123,41 +123,19 @@ def build_runner(
 ) -> tuple[Callable, int, float]:
     """(run, iterations per call, compile seconds) for the setup's compile unit.
 
-    Without compiler options this is `train.make_runner`, the training code path;
-    with options, the same programs compiled with those XLA options.
+    The training code path (`train.make_runner`); `compiler_options` are compiled
+    in over the settings' own.
     """
-    ts, fns = setup.ts, setup.fns
+    ts = setup.ts
     t0 = time.perf_counter()
-    if not compiler_options:
-        runners = train.make_runner(fns, ts, setup.state, setup.data, setup.stage)
-        k = max(runners)
-        return runners[k], k, time.perf_counter() - t0
     # The variant's options over the settings' own (LLVM O1 on CPU unless
     # xla_opt_level says otherwise, see agan_jax.compiler).
-    options = {**(ts.compiler_options or {}), **compiler_options}
-
-    def aot(fn):
-        return (
-            jax.jit(fn, donate_argnums=(0,))
-            .lower(setup.state, setup.data)
-            .compile(options)
-        )
-
-    h, w = setup.data.real.shape[:2]
-    unit = train.resolve_compile_unit(ts.compile_unit, setup.stage, h * w)
-    if unit == "update":
-        d_fn, g_fn = aot(fns.d_step), aot(fns.g_step)
-
-        def run(state, data):
-            for _ in range(ts.d_steps):
-                state, md = d_fn(state, data)
-            for _ in range(ts.g_steps):
-                state, mg = g_fn(state, data)
-            return state, {**md, **mg}
-
-        return run, 1, time.perf_counter() - t0
-    k = max(1, ts.steps_per_call)
-    return aot(train.chunk_fn(fns.iteration, k)), k, time.perf_counter() - t0
+    options = {**(ts.compiler_options or {}), **(compiler_options or {})} or None
+    runners = train.make_runner(
+        setup.fns, ts, setup.state, setup.data, setup.stage, options=options
+    )
+    k = max(runners)
+    return runners[k], k, time.perf_counter() - t0
 
 
 def time_calls(

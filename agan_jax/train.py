@@ -592,41 +592,62 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
             amps.append(amp)
             prev_d = state.d_vars
             store.save_stage(s, state, z_rec, amp, sizes[s])
-            record = {
-                "event": "stage_done",
-                "stage": s,
-                "size": list(sizes[s]),
-                "noise_amp": amp,
-                "compile_s": round(progs.compile_s, 3),
-                "compile_wait_s": round(wait_s, 3),
-                "train_s": round(train_s, 3),
-                "stage_s": round(time.time() - t0, 3),
-                "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
-            }
-            append_jsonl(metrics_path, record)
-            if progs.sampler is not None:
-                write_stage_images(
-                    progs.sampler,
-                    ts.stage_samples,
-                    seed,
-                    g_vars,
-                    amps,
-                    workdir,
-                    s,
-                    reals[s],
-                )
+            finish_stage(
+                progs,
+                ts,
+                s,
+                sizes[s],
+                amp,
+                wait_s,
+                train_s,
+                t0,
+                seed,
+                g_vars,
+                amps,
+                workdir,
+                reals[s],
+            )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    return finish_run(store, workdir, len(g_vars), t_run)
+
+
+def finish_stage(
+    progs, ts, s, hw, amp, wait_s, train_s, t0, seed, g_vars, amps, workdir, real
+):
+    """After stage s trained and was saved: its metrics record and sample grid."""
+    append_jsonl(
+        os.path.join(workdir, "metrics.jsonl"),
+        {
+            "event": "stage_done",
+            "stage": s,
+            "size": list(hw),
+            "noise_amp": amp,
+            "compile_s": round(progs.compile_s, 3),
+            "compile_wait_s": round(wait_s, 3),
+            "train_s": round(train_s, 3),
+            "stage_s": round(time.time() - t0, 3),
+            "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+        },
+    )
+    if progs.sampler is not None:
+        write_stage_images(
+            progs.sampler, ts.stage_samples, seed, g_vars, amps, workdir, s, real
+        )
+
+
+def finish_run(store, workdir: str, num_trained: int, t_run: float):
+    """Closes the store, records the run's end; the Run, or None if nothing trained."""
     store.close()
     append_jsonl(
-        metrics_path,
+        os.path.join(workdir, "metrics.jsonl"),
         {
             "event": "run_done",
-            "stages": len(g_vars),
+            "stages": num_trained,
             "seconds": round(time.time() - t_run, 3),
         },
     )
-    return checkpoint.RunStore(workdir).load_run() if g_vars else None
+    return checkpoint.RunStore(workdir).load_run() if num_trained else None
 
 
 def make_runner(
@@ -636,15 +657,17 @@ def make_runner(
     data,
     stage: int | None = None,
     min_pixels: int = CPU_ITERATION_MIN_PIXELS,
+    options: dict | None = None,
 ):
     """Compiles this stage's step functions once; returns (run, iterations per run).
 
     compile_unit 'update': one compiled call per critic or generator update (two
     small programs, compiled in a fraction of the time of a whole iteration);
     'iteration': one call runs `steps_per_call` whole iterations; 'auto': by
-    backend and stage size (resolve_compile_unit).
+    backend and stage size (resolve_compile_unit). `options`: XLA compile options
+    instead of the settings' own (benchmarks of other options).
     """
-    opts = ts.compiler_options
+    opts = ts.compiler_options if options is None else options
     h, w = data.real.shape[:2]
     unit = resolve_compile_unit(ts.compile_unit, stage, h * w, min_pixels)
     if unit == "update":

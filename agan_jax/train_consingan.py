@@ -56,14 +56,16 @@ from agan_jax.state import StageState, adam
 from agan_jax.train import (
     StageFns,
     TrainSettings,
+    _abstract,
     append_jsonl,
+    finish_run,
+    finish_stage,
     make_runner,
     optax_apply,
     prepare_image,
     resolve_path,
     stage_key,
     train_stage,
-    write_stage_images,
 )
 
 FROZEN = "frozen"
@@ -475,10 +477,6 @@ class ConPrograms:
     compile_s: float
 
 
-def _abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
-
-
 def plan_stages(spec, sizes, ts, aug, first, last, prev_g, prev_d, lower, z0):
     """Abstract state, data and program arguments of stages first..last.
 
@@ -624,43 +622,24 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
             amps.append(amp)
             prev_d = state.d_vars
             store.save_stage(s, state, z0, amp, sizes[s])
-            append_jsonl(
-                metrics_path,
-                {
-                    "event": "stage_done",
-                    "stage": s,
-                    "size": list(sizes[s]),
-                    "noise_amp": amp,
-                    "compile_s": round(progs.compile_s, 3),
-                    "compile_wait_s": round(wait_s, 3),
-                    "train_s": round(train_s, 3),
-                    "stage_s": round(time.time() - t0, 3),
-                    "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
-                },
+            finish_stage(
+                progs,
+                ts,
+                s,
+                sizes[s],
+                amp,
+                wait_s,
+                train_s,
+                t0,
+                seed,
+                g_list,
+                amps,
+                workdir,
+                reals[s],
             )
-            if progs.sampler is not None:
-                write_stage_images(
-                    progs.sampler,
-                    ts.stage_samples,
-                    seed,
-                    g_list,
-                    amps,
-                    workdir,
-                    s,
-                    reals[s],
-                )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    store.close()
-    append_jsonl(
-        metrics_path,
-        {
-            "event": "run_done",
-            "stages": len(g_list),
-            "seconds": round(time.time() - t_run, 3),
-        },
-    )
-    return checkpoint.RunStore(workdir).load_run() if g_list else None
+    return finish_run(store, workdir, len(g_list), t_run)
 
 
 # -- fine-tuning on a naive image ---------------------------------------------------
