@@ -1,0 +1,98 @@
+"""Fingerprints of the weights every model family trains on its tiny config.
+
+`tests/test_golden.py` trains each tiny config and compares the checkpoints with
+`tests/data/golden_weights.json`. Regenerate that file only when a change is
+meant to alter training (say so in the commit message):
+
+  python -m tests.golden --write
+
+A fingerprint per array: its sum, its sum of squares and 4 values at fixed
+positions, for every leaf of every stage's saved tree (generator and critic
+variables, noise amplitude).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from tests.conftest import tiny_config
+
+PATH = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "data", "golden_weights.json"
+)
+
+# (config module, variant): the families and schedules the fingerprints cover.
+CASES = {
+    "singan": ("singan", "tiny"),
+    "agan_cos": ("agan", "cos,tiny"),
+    "agan_quad": ("agan", "quad,tiny"),
+    "agan_circ": ("agan", "circ,tiny"),
+    "consingan": ("consingan", "tiny"),
+    "consingan_harmonization": ("consingan", "harmonization,tiny"),
+}
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k in sorted(tree):
+            yield from _leaves(tree[k], f"{prefix}/{k}")
+    else:
+        yield prefix, np.asarray(tree, np.float64)
+
+
+def fingerprint_array(x: np.ndarray) -> list[float]:
+    """[sum, sum of squares, 4 values at positions spread over the array]."""
+    flat = x.reshape(-1)
+    idx = np.linspace(0, max(flat.size - 1, 0), 4).astype(int)
+    return [float(flat.sum()), float((flat**2).sum())] + [float(flat[i]) for i in idx]
+
+
+def fingerprint_run(workdir: str) -> dict[str, list[float]]:
+    """Fingerprints of every stage's generator and critic variables in a run."""
+    from agan_jax import checkpoint
+
+    store = checkpoint.RunStore(workdir)
+    out = {}
+    try:
+        for s in store.finished_stages():
+            tree = store.load_stage(s)
+            for part in ("g_vars", "d_vars", "noise_amp"):
+                for name, x in _leaves(tree[part], f"{s}/{part}"):
+                    if x.dtype.kind == "f" or x.dtype.kind == "i":
+                        out[name] = fingerprint_array(np.asarray(x, np.float64))
+    finally:
+        store.close()
+    return out
+
+
+def train_case(case: str, workdir: str) -> dict[str, list[float]]:
+    """Trains one case's tiny config in workdir; its fingerprints."""
+    from agan_jax import train
+
+    name, variant = CASES[case]
+    train.train(tiny_config(name, variant), workdir, progress=False)
+    return fingerprint_run(workdir)
+
+
+def main(argv: list[str]) -> None:
+    if "--write" not in argv:
+        print(__doc__)
+        return
+    out = {}
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as d:
+            out[case] = train_case(case, d)
+            print(case, len(out[case]), "arrays")
+    os.makedirs(os.path.dirname(PATH), exist_ok=True)
+    with open(PATH, "w") as f:
+        json.dump(out, f, indent=0, sort_keys=True)
+    print("wrote", PATH)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
