@@ -1,3 +1,3 @@
 """agan_jax: single-image GANs (AGAN, SinGAN, ConSinGAN) in JAX/Flax."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -3,8 +3,10 @@
 Layout of a run directory:
   run.json            config, model kind, schedule, stage sizes, image hash, version
   real.npy, real.png  the training image at the finest size (exact, and to look at)
-  checkpoints/<s>/    stage s: generator and critic variables, optimiser states,
-                      PRNG key, reconstruction noise z*, noise amplitude, size
+  checkpoints/<s>/    stage s: `gen` (generator variables, reconstruction noise
+                      z*, noise amplitude: what sampling restores), `train`
+                      (critic variables, optimiser states, PRNG key, step: what
+                      resuming and fine-tuning add), `meta` (stage, size)
   metrics.jsonl       losses and per-stage timings
   stages/             sample grids (and attention maps) written after each stage
 """
@@ -17,15 +19,14 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 import agan_jax
 from agan_jax import image_io
 from agan_jax.errors import UserError
-from agan_jax.models import ModelSpec
-from agan_jax.sampling import Run
+from agan_jax.run import Run
+from agan_jax.settings import Settings
 
 # Config entries that may change between a run and its resumption.
 _RESUMABLE_KEYS = {
@@ -46,21 +47,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_to_dict(config) -> dict:
-    """The config as plain JSON-compatible nested dicts."""
-    return json.loads(config.to_json_best_effort())
+def run_metadata(settings: Settings, config: dict, sizes, image: np.ndarray) -> dict:
+    """Everything that describes a run, saved once as run.json.
 
-
-def run_metadata(config, spec: ModelSpec, sizes, image: np.ndarray) -> dict:
-    """Everything that describes a run, saved once as run.json."""
+    `config`: the config as a plain dict (`settings.config_to_dict`), with the
+    derived values of `settings` written back (data.min_size).
+    """
+    config = dict(config)
+    config["data"] = {**config["data"], "min_size": settings.data.min_size}
     return {
-        "kind": spec.kind,
-        "schedule": str(config.pyramid.schedule),
+        "kind": settings.model.kind,
+        "schedule": settings.pyramid.schedule,
         "num_stages": len(sizes),
         "sizes": [list(map(int, s)) for s in sizes],
         "image_hash": image_io.image_hash(np.asarray(image, np.float32)),
-        "image_path": str(config.data.image),
-        "config": config_to_dict(config),
+        "image_path": settings.data.image,
+        "config": config,
         "version": agan_jax.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -167,15 +169,17 @@ class RunStore:
 
     def save_stage(self, stage: int, state, z_rec, noise_amp: float, size) -> None:
         """Saves one finished stage (blocking)."""
-        tree = {
+        gen = {
             "g_vars": state.g_vars,
+            "z_rec": z_rec,
+            "noise_amp": np.float32(noise_amp),
+        }
+        train = {
             "d_vars": state.d_vars,
             "g_opt": state.g_opt,
             "d_opt": state.d_opt,
             "key": jax.random.key_data(state.key),
             "step": state.step,
-            "z_rec": z_rec,
-            "noise_amp": np.float32(noise_amp),
         }
         info = {
             "stage": stage,
@@ -185,18 +189,24 @@ class RunStore:
         self.mngr.save(
             stage,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(info)
+                gen=ocp.args.StandardSave(gen),
+                train=ocp.args.StandardSave(train),
+                meta=ocp.args.JsonSave(info),
             ),
         )
         self.mngr.wait_until_finished()
 
-    def load_stage(self, stage: int) -> dict[str, Any]:
-        """Restores one stage's tree; errors name the stage and the fix."""
+    def _restore(self, stage: int, items: tuple[str, ...]) -> dict[str, Any]:
+        if os.path.isdir(os.path.join(self.ckpt_dir, str(stage), "state")):
+            raise UserError(
+                f"checkpoint of stage {stage} in {self.ckpt_dir} was written by an "
+                "older agan_jax (before 0.2); train the run again in a new --workdir"
+            )
         try:
             out = self.mngr.restore(
                 stage,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+                    **{name: ocp.args.StandardRestore() for name in items}
                 ),
             )
         except Exception as e:  # Orbax raises many types; rewrap with the stage
@@ -205,17 +215,28 @@ class RunStore:
                 f"({type(e).__name__}: {str(e)[:200]}); delete {self.ckpt_dir}/{stage} "
                 "(and later stages) and re-run the train command to retrain from it"
             ) from e
-        return dict(out["state"])
+        tree = {}
+        for name in items:
+            tree.update(out[name])
+        return tree
+
+    def load_stage(self, stage: int) -> dict[str, Any]:
+        """Restores all of one stage (to resume or fine-tune from it): g_vars,
+        z_rec, noise_amp, d_vars, g_opt, d_opt, key, step."""
+        return self._restore(stage, ("gen", "train"))
+
+    def load_gen(self, stage: int) -> dict[str, Any]:
+        """Restores what sampling needs of one stage: g_vars, z_rec, noise_amp."""
+        return self._restore(stage, ("gen",))
 
     def load_d_vars(self, stage: int):
         """The critic variables of a finished stage (to warm-start the next)."""
-        return self.load_stage(stage)["d_vars"]
+        return self._restore(stage, ("train",))["d_vars"]
 
     def load_run(self, upto: int | None = None) -> Run:
         """The trained pyramid (stages 0..upto-1, default all finished) as a Run."""
         meta = self.read_metadata()
-        config = ml_collections.ConfigDict(meta["config"])
-        spec = ModelSpec.from_config(config)
+        spec = Settings.from_config(meta["config"]).model
         stages = self.finished_stages(meta["num_stages"])
         if not stages:
             raise UserError(
@@ -223,7 +244,7 @@ class RunStore:
                 "launch.train --workdir=...) or wait for stage 0 to finish"
             )
         upto = len(stages) if upto is None else upto
-        trees = [self.load_stage(s) for s in range(upto)]
+        trees = [self.load_gen(s) for s in range(upto)]
         real_path = os.path.join(self.workdir, "real.npy")
         real = np.load(real_path) if os.path.exists(real_path) else None
         to_jnp = lambda t: jax.tree.map(jax.numpy.asarray, t)  # noqa: E731
@@ -234,7 +255,6 @@ class RunStore:
             noise_amps=np.asarray([float(t["noise_amp"]) for t in trees], np.float32),
             z_rec=jax.numpy.asarray(trees[0]["z_rec"]),
             real=real,
-            config=config,
             meta=meta,
             workdir=self.workdir,
         )

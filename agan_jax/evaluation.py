@@ -24,8 +24,9 @@ import numpy as np
 
 from agan_jax import checkpoint, image_io, metrics, sampling
 from agan_jax.errors import UserError
+from agan_jax.models import families
+from agan_jax.run import Run
 
-AGAN_SCHEDULES = {"cos": "AGAN(1)", "quad": "AGAN(2)", "circ": "AGAN(3)"}
 SWD_PATCH = 7
 SWD_MAX_LEVELS = 3
 SIFID_LAYER = 64
@@ -48,14 +49,9 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 def method_name(meta: dict) -> str:
     """The paper's name of a run: SinGAN, AGAN(1|2|3) by schedule, ConSinGAN."""
     kind = str(meta.get("kind", "?"))
-    schedule = str(meta.get("schedule", ""))
-    if kind == "singan":
-        return "SinGAN"
-    if kind == "consingan":
-        return "ConSinGAN"
-    if kind == "agan":
-        return AGAN_SCHEDULES.get(schedule, f"AGAN({schedule})")
-    return kind
+    if kind not in families.FAMILIES:
+        return kind
+    return families.get(kind).display_name(str(meta.get("schedule", "")))
 
 
 def read_train_seconds(workdir: str) -> float | None:
@@ -114,9 +110,9 @@ def read_meta(workdir: str) -> dict:
     return store.read_metadata()
 
 
-def load_finished_run(workdir: str) -> sampling.Run:
+def load_finished_run(workdir: str) -> Run:
     """Loads a run whose every stage is trained; UserError otherwise."""
-    run = sampling.load_run(workdir)
+    run = checkpoint.load_run(workdir)
     total = int(run.meta.get("num_stages", run.num_stages))
     if run.num_stages < total:
         raise UserError(
@@ -130,7 +126,7 @@ def load_finished_run(workdir: str) -> sampling.Run:
     return run
 
 
-def draw_samples(run: sampling.Run, num_samples: int, key: jax.Array) -> np.ndarray:
+def draw_samples(run: Run, num_samples: int, key: jax.Array) -> np.ndarray:
     """`num_samples` samples (N, H, W, 3) in one vmap'd call, clipped to [-1, 1]."""
     if num_samples < 2:
         raise UserError(
@@ -142,7 +138,7 @@ def draw_samples(run: sampling.Run, num_samples: int, key: jax.Array) -> np.ndar
 
 
 def evaluate_samples(
-    run: sampling.Run,
+    run: Run,
     samples: np.ndarray,
     inception_params: Any = None,
     swd_seed: int = 0,
@@ -195,7 +191,7 @@ def evaluate_samples(
 
 
 def evaluate_run(
-    run: sampling.Run,
+    run: Run,
     num_samples: int,
     key: jax.Array,
     inception_params: Any = None,
@@ -231,7 +227,7 @@ class RunEvaluation:
     """One evaluated run: its row, the loaded run and the samples drawn."""
 
     row: dict[str, Any]
-    run: sampling.Run
+    run: Run
     samples: np.ndarray
 
 
@@ -283,7 +279,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def contact_sheet(
-    runs: Sequence[sampling.Run],
+    runs: Sequence[Run],
     samples: Sequence[np.ndarray],
     path: str,
     k: int = 8,

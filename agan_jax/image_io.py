@@ -177,6 +177,26 @@ def load_image(
     return image
 
 
+def resolve_path(path: str) -> str:
+    """A path as given, else relative to the project root (for the bundled data)."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    alt = os.path.join(root, path)
+    return alt if os.path.exists(alt) else path
+
+
+def file_size(path: PathLike) -> tuple[int, int] | None:
+    """(h, w) of an image file as loaded (EXIF orientation applied); None if it
+    cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return im.height, im.width
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
 def load_mask(path: PathLike, hw: tuple[int, int]) -> np.ndarray:
     """Loads a mask file as float32 HxW in {0, 1} at size `hw` (white = 1)."""
     h, w = (int(hw[0]), int(hw[1]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -144,23 +143,18 @@ def stage_sizes(
     return sizes
 
 
-def stage_sizes_from_config(
-    config: Any, finest_hw: tuple[int, int], original_hw: tuple[int, int]
+def stage_sizes_for(
+    pyr, data, finest_hw: tuple[int, int], original_hw: tuple[int, int]
 ) -> list[tuple[int, int]]:
-    """Stage sizes from config.pyramid.{schedule,num_stages,r0} and config.data."""
-    schedule = config.pyramid.schedule
-    _check_schedule(schedule)
-    min_size = int(config.data.min_size)
-    if schedule == "geometric":
+    """Stage sizes from `settings.PyramidSettings` and `settings.DataSettings`."""
+    _check_schedule(pyr.schedule)
+    if pyr.schedule == "geometric":
         num_stages = num_geometric_stages(
-            original_hw,
-            min_size,
-            int(config.data.max_size),
-            float(getattr(config.pyramid, "r0", 0.75)),
+            original_hw, data.min_size, data.max_size, pyr.r0
         )
     else:
-        num_stages = int(config.pyramid.num_stages)
-    return stage_sizes(schedule, finest_hw, num_stages, min_size)
+        num_stages = pyr.num_stages
+    return stage_sizes(pyr.schedule, finest_hw, num_stages, data.min_size)
 
 
 def build(image: jax.Array, sizes: list[tuple[int, int]]) -> list[jax.Array]:

@@ -27,11 +27,10 @@ class StageData:
     """Constants of one stage (not donated; identical across its compiled calls)."""
 
     real: jax.Array  # (h, w, 3) real image at this stage
-    rec_prev: jax.Array  # (h, w, 3) upsampled reconstruction of the stage below
-    z_rec: jax.Array  # (h, w, 3) fixed reconstruction noise: z* at stage 0, else 0
-    noise_amp: jax.Array  # scalar
-    lower_vars: Any  # tuple of the frozen generators' variables, stages < s
-    lower_amps: jax.Array  # (s,) noise amplitudes of the frozen stages
+    amps: jax.Array  # (s+1,) noise amplitudes of stages 0..s (this stage's last)
+    rec_inputs: Any  # the generator's reconstruction input (family-defined pytree)
+    lower_vars: Any  # tuple of the frozen stages' generator variables, stages < s
+    source: jax.Array  # (h0, w0, 3) the coarsest real image (ConSinGAN's augment)
 
 
 def same_shapes(a: Any, b: Any) -> bool:

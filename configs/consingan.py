@@ -36,8 +36,6 @@ block freezes), `:gpu` (paper size: 250 px, 2000 iterations per stage).
 
 from __future__ import annotations
 
-import ml_collections
-
 from configs import default
 
 MODES = ("generation", "retarget", "animation", "harmonization", "editing")
@@ -67,23 +65,14 @@ def get_config(arg: str | None = None):
     # 'auto' (default.py): ConSinGAN's own rule (one noise draw and one generator
     # gradient per iteration, applied g_steps times) without BatchNorm; 'fresh'
     # (SPEC 6) with BatchNorm, where ConSinGAN's rule diverged at 64 px.
-    config.augment = ml_collections.ConfigDict(
-        dict(
-            p_colour=0.5,
-            p_noise=0.5,
-            noise_std=0.1,
-            p_cutout=0.5,
-            cutout_max=0.4,
-            p_tiles=0.5,
-            tiles=4,
-        )
-    )
     if mode in ("harmonization", "editing"):
         # ConSinGAN's recipe: 3 stages, 1000 iterations per stage, BatchNorm, the
         # coarsest stage about half the finest (120 of 250 px).
         config.pyramid.num_stages = 3
         config.model.batch_norm = True
-        config.data.min_size = max(16, round(0.48 * config.data.max_size))
+        # min_size = max(16, round(0.48 * max_size)), after command-line
+        # overrides of max_size (settings.py).
+        config.data.min_size_ratio = 0.48
         if "gpu" in variants:
             config.train.iters_per_stage = 1000
     if "tiny" in variants:

@@ -36,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.image = "data/colusseum.png"
     config.data.max_size = 64
     config.data.min_size = 25
+    # > 0: min_size = max(16, round(min_size_ratio * max_size)), computed after
+    # command-line overrides (ConSinGAN harmonization/editing: 0.48).
+    config.data.min_size_ratio = 0.0
 
     config.pyramid = ml_collections.ConfigDict()
     config.pyramid.schedule = "geometric"
@@ -50,6 +53,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_layers = 5
     config.model.kernel = 3
     config.model.batch_norm = True
+    # ConSinGAN only (configs/consingan.py): blocks trained concurrently, their
+    # learning-rate scale per block below the newest, mode, LeakyReLU slope.
+    config.model.train_depth = 3
+    config.model.lr_scale = 0.1
+    config.model.mode = "generation"
+    config.model.leaky_slope = 0.05
 
     config.train = ml_collections.ConfigDict()
     config.train.iters_per_stage = 200
@@ -59,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.lr_d = 5e-4
     config.train.beta1 = 0.5
     config.train.beta2 = 0.999
+    config.train.adam_eps = 1e-8
     config.train.lr_milestone = 0.8
     config.train.gamma = 0.1
     # Iterations per compiled call: 0 = per-backend default (1 on CPU, where a
@@ -76,6 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # XLA backend optimisation level for training's programs: -1 = auto (LLVM O1
     # on CPU: 22% less compile time, same speed; XLA's default elsewhere), or 0-3.
     config.train.xla_backend_opt_level = -1
+    # Rematerialise the generator's activations in the backward pass (jax.checkpoint):
+    # less device memory for large stages (1000 px on a GPU), more compute.
+    config.train.remat = False
     config.train.log_every = 25
     config.train.stage_samples = 8  # grid of samples written after each stage
 
@@ -83,6 +96,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.lambda_gp = 0.1
     config.loss.alpha = 10.0
     config.loss.tv_weight = 0.0
+
+    # Training augmentations of ConSinGAN's harmonization and editing modes.
+    config.augment = ml_collections.ConfigDict()
+    config.augment.p_colour = 0.5  # brightness, contrast, saturation, gains
+    config.augment.p_noise = 0.5  # additive noise, std ~ U(0, noise_std)
+    config.augment.noise_std = 0.1
+    config.augment.p_cutout = 0.5  # one rectangle of a random colour
+    config.augment.cutout_max = 0.4  # its largest side / the image side
+    config.augment.p_tiles = 0.5  # editing only: shuffled tiles x tiles grid
+    config.augment.tiles = 4
 
     if "tiny" in tokens:
         config.data.max_size = 32

@@ -26,12 +26,12 @@ _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 def main(argv: list[str]) -> None:
     del argv
-    from agan_jax import train_consingan
     from agan_jax.errors import UserError
+    from agan_jax.train import finetune
 
     if not _WORKDIR.value or not _NAIVE.value:
         raise UserError("--workdir (a trained run) and --naive (an image) are required")
-    run = train_consingan.fine_tune(
+    run = finetune.fine_tune(
         None,
         _WORKDIR.value,
         _NAIVE.value,

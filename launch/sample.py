@@ -30,12 +30,12 @@ def main(argv: list[str]) -> None:
     import jax
     import numpy as np
 
-    from agan_jax import image_io, sampling
+    from agan_jax import checkpoint, image_io, sampling
     from agan_jax.errors import UserError
 
     if not _WORKDIR.value:
         raise UserError("--workdir is required: a trained run directory")
-    run = sampling.load_run(_WORKDIR.value)
+    run = checkpoint.load_run(_WORKDIR.value)
     out = _OUT.value or os.path.join(_WORKDIR.value, "samples")
     images, attns = sampling.sample(
         run,

@@ -79,7 +79,29 @@ def train_case(case: str, workdir: str) -> dict[str, list[float]]:
     return fingerprint_run(workdir)
 
 
+def compare(case: str, got: dict, want: dict, atol: float = 1e-6) -> list[str]:
+    """Names (with the largest difference) of arrays that differ beyond atol."""
+    bad = []
+    if set(got) != set(want):
+        bad.append(f"{case}: arrays differ: {sorted(set(got) ^ set(want))[:6]}")
+    for name in sorted(set(got) & set(want)):
+        diff = max(abs(a - b) for a, b in zip(got[name], want[name], strict=True))
+        scale = max(1.0, abs(want[name][1]) ** 0.5)
+        if diff > atol * scale:
+            bad.append(f"{case} {name}: max difference {diff:.3g}")
+    return bad
+
+
 def main(argv: list[str]) -> None:
+    if "--check" in argv:
+        with open(PATH) as f:
+            want = json.load(f)
+        cases = [a for a in argv if a in CASES] or list(CASES)
+        for case in cases:
+            with tempfile.TemporaryDirectory() as d:
+                bad = compare(case, train_case(case, d), want[case])
+            print(case, "OK" if not bad else f"{len(bad)} differ", *bad[:5], sep="\n  ")
+        return
     if "--write" not in argv:
         print(__doc__)
         return

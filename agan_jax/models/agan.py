@@ -1,11 +1,19 @@
-"""AGAN generator for stages > 0: residual pixel attention (AGAN eq. 12)."""
+"""AGAN: SinGAN's stage 0, then residual pixel attention generators (AGAN eq. 12).
+
+The family record is SinGAN's (models/singan.py) with this generator above stage
+0; the non-linear pyramid (cos/quad/circ) and the TV loss come from the config.
+"""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 from flax import linen as nn
 
+from agan_jax.models import singan
 from agan_jax.models.layers import ConvStack, pad_hw
+
+# AGAN(k) by pyramid schedule (AGAN eqs. 2-4).
+SCHEDULE_NAMES = {"cos": "AGAN(1)", "quad": "AGAN(2)", "circ": "AGAN(3)"}
 
 
 def attention_blend(x_hat, c, prev):
@@ -33,3 +41,20 @@ class AGANGenerator(nn.Module):
         )
         c = nn.sigmoid(ConvStack(*args, name="G_B")(pad_hw(prev, pad), train))
         return attention_blend(x_hat, c, prev), c
+
+
+def make_generator(spec, stage: int) -> nn.Module:
+    """SinGAN's generator at stage 0, an attention generator above."""
+    if stage == 0:
+        return singan.make_generator(spec, stage)
+    return AGANGenerator(
+        spec.width(stage), spec.num_layers, spec.kernel, spec.batch_norm
+    )
+
+
+FAMILY = singan.family(
+    "agan",
+    make_generator,
+    lambda schedule: SCHEDULE_NAMES.get(schedule, f"AGAN({schedule})"),
+    attention=True,
+)

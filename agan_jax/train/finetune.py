@@ -1,0 +1,138 @@
+"""Fine-tuning the last stage of a trained run on one naive image (ConSinGAN's
+harmonization/editing recipe; families with `Family.can_finetune`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+
+from agan_jax import checkpoint, image_io, pyramid
+from agan_jax.errors import UserError
+from agan_jax.models import families
+from agan_jax.run import Run
+from agan_jax.settings import Settings
+from agan_jax.state import StageData
+from agan_jax.train.log import append_jsonl
+from agan_jax.train.loop import Stages, stage_key
+from agan_jax.train.runner import make_runner, run_stage
+
+# fold_in constant: fine-tuning's key stream differs from training's.
+FINE_TUNE_KEY = 30_000
+
+
+def fine_tune(
+    config,
+    workdir: str,
+    naive_image_path: str,
+    iters: int = 500,
+    out_workdir: str | None = None,
+    progress: bool = True,
+) -> Run:
+    """Fine-tunes the LAST stage of a trained run on a naive image.
+
+    The run in `workdir` is left untouched: its files are copied to `out_workdir`
+    (default `<workdir>_finetuned`, which must not exist yet), where the checkpoint
+    of the last stage is replaced by the fine-tuned one; stages 0..S-2 are the
+    same bytes. The last stage trains again for `iters` iterations (fresh
+    optimisers, the run's own noise amplitudes and train window) with the naive
+    image, resized to the coarsest stage, as the head's input: augmented as in
+    training for harmonization / editing runs, as is otherwise. run.json records
+    the naive image and the iterations under 'fine_tune'.
+
+    Args:
+      config: training settings to use (lr, steps, ...); None = the run's own.
+    Returns:
+      The fine-tuned Run (loaded from `out_workdir`).
+    """
+    src = checkpoint.RunStore(workdir)
+    meta = src.read_metadata()
+    run = src.load_run()
+    src.close()
+    run_settings = Settings.from_config(meta["config"])
+    family = families.of(run_settings.model)
+    if not family.can_finetune:
+        raise UserError(
+            f"{workdir} holds a {family.kind} run; fine-tuning is for ConSinGAN runs "
+            "(train one with --config=configs/consingan.py:harmonization)"
+        )
+    num_stages = len(run.sizes)
+    if run.num_stages < num_stages:
+        raise UserError(
+            f"{workdir} has {run.num_stages} of {num_stages} stages trained; finish "
+            "training first (re-run python -m launch.train with the same --workdir)"
+        )
+    if int(iters) < 1:
+        raise UserError(f"fine-tuning needs at least 1 iteration, got {iters}")
+    settings = run_settings if config is None else Settings.from_config(config)
+    settings = dataclasses.replace(
+        settings,
+        model=run_settings.model,
+        train=dataclasses.replace(settings.train, iters=int(iters)),
+    )
+    ts = settings.train
+    sizes = [tuple(hw) for hw in run.sizes]
+    naive = image_io.load_image(image_io.resolve_path(naive_image_path))
+    naive = jnp.clip(pyramid.resize(jnp.asarray(naive), sizes[-1]), -1.0, 1.0)
+    source = jnp.clip(pyramid.resize(naive, sizes[0]), -1.0, 1.0)
+
+    out = os.path.abspath(out_workdir or workdir.rstrip("/") + "_finetuned")
+    if os.path.exists(out):
+        raise UserError(
+            f"{out} already exists; pass another output directory (--out) or delete it"
+        )
+    last = num_stages - 1
+    ignore = shutil.ignore_patterns("stages", "samples", "metrics.jsonl")
+    shutil.copytree(src.workdir, out, ignore=ignore)
+    shutil.rmtree(os.path.join(out, "checkpoints", str(last)))
+    meta["fine_tune"] = {
+        "from": src.workdir,
+        "naive_image": str(naive_image_path),
+        "iters": int(iters),
+        "stage": last,
+    }
+    with open(os.path.join(out, "run.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+
+    old = checkpoint.RunStore(workdir)
+    trained = old.load_stage(last)
+    old.close()
+    to_jnp = functools.partial(jax.tree.map, jnp.asarray)
+    fns = Stages(family, settings, sizes).fns(last, finetune=True)
+    key = jax.random.fold_in(stage_key(settings.seed, last), FINE_TUNE_KEY)
+    t0 = time.time()
+    state = fns.init_state(key, to_jnp(trained["g_vars"]), to_jnp(trained["d_vars"]))
+    real = pyramid.build(jnp.asarray(run.real), sizes)[last]
+    amps = jnp.asarray(run.noise_amps, jnp.float32)
+    z_rec = jnp.asarray(run.z_rec)
+    lower = tuple(run.g_vars[:last])
+    rec_inputs, _ = fns.prepare(state.g_vars, lower, amps[:last], z_rec, real)
+    data = StageData(
+        real=real, amps=amps, rec_inputs=rec_inputs, lower_vars=lower, source=source
+    )
+    runners = make_runner(fns, ts, state, data)
+    compile_s = time.time() - t0
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    state, train_s = run_stage(
+        state, data, runners, ts, last, num_stages, sizes[last], metrics_path, progress
+    )
+    store = checkpoint.RunStore(out)
+    store.save_stage(last, state, z_rec, float(run.noise_amps[last]), sizes[last])
+    store.close()
+    append_jsonl(
+        metrics_path,
+        {
+            "event": "fine_tune_done",
+            "stage": last,
+            "iters": int(iters),
+            "compile_s": round(compile_s, 3),
+            "train_s": round(train_s, 3),
+        },
+    )
+    return checkpoint.load_run(out)

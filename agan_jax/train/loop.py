@@ -1,0 +1,290 @@
+"""The stage loop, written once for every model family.
+
+For each unfinished stage: plan (abstract shapes of every stage, before anything
+trains), compile ahead (stage s+1 compiles in a worker thread while stage s
+trains), init or warm start, prepare the reconstruction input and noise
+amplitude, run the compiled iterations, save the stage, log it and write its
+sample grid. What differs between SinGAN, AGAN and ConSinGAN comes from the
+run's `Family` (models/families.py); this module names none of them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agan_jax import checkpoint, image_io, pyramid
+from agan_jax.models import families
+from agan_jax.models.family import Family
+from agan_jax.run import Run
+from agan_jax.sampling import make_sampler
+from agan_jax.settings import DataSettings, Settings, config_to_dict
+from agan_jax.state import StageData
+from agan_jax.train.log import append_jsonl, write_stage_images
+from agan_jax.train.runner import make_runner, run_stage
+from agan_jax.train.updates import StageFns, make_stage_fns, resolve_rule
+
+
+def stage_key(seed: int, stage: int) -> jax.Array:
+    """The PRNG key of one stage: resuming at any stage continues the same stream."""
+    return jax.random.fold_in(jax.random.key(seed), stage)
+
+
+def prepare_image(data: DataSettings) -> tuple[np.ndarray, tuple[int, int], str]:
+    """Loads the training image; returns (image, original (h, w), resolved path)."""
+    path = image_io.resolve_path(data.image)
+    image = image_io.load_image(path, data.max_size, data.min_size)
+    return image, image_io.file_size(path), path
+
+
+def abstract(tree):
+    """ShapeDtypeStructs of every leaf of a tree (None stays None)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """One stage's functions and the abstract shapes of its programs' arguments."""
+
+    fns: StageFns
+    state: Any  # StageState of ShapeDtypeStructs
+    data: StageData  # of ShapeDtypeStructs
+    init_args: tuple  # (key, prev_g, prev_d)
+    prepare_args: tuple  # (g_vars, lower_vars, lower_amps, z_rec, real)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+    """What every stage of one run shares: its family, settings and sizes."""
+
+    family: Family
+    settings: Settings
+    sizes: list[tuple[int, int]]
+
+    def fns(self, stage: int, finetune: bool = False) -> StageFns:
+        s = self.settings
+        return make_stage_fns(
+            self.family,
+            s.model,
+            self.sizes,
+            stage,
+            s.train,
+            s.loss,
+            s.augment,
+            finetune,
+        )
+
+
+def plan_stages(stages: Stages, first: int, last: int, prev_g, prev_d, lower, z_rec):
+    """Abstract shapes of stages first..last, before anything trains.
+
+    Args:
+      prev_g, prev_d: variables (or shapes) of stage first-1, None at stage 0.
+      lower: generator variables (or shapes) of stages < first.
+      z_rec: the stage-0 reconstruction input (None before stage 0 trained).
+    Returns:
+      {stage: StagePlan}.
+    """
+    spec, sizes, seed = stages.settings.model, stages.sizes, stages.settings.seed
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    f32 = jnp.float32
+    prev_g, prev_d, z_rec = abstract(prev_g), abstract(prev_d), abstract(z_rec)
+    lower = [abstract(v) for v in lower]
+    source = jax.ShapeDtypeStruct((*sizes[0], 3), f32)
+    plan = {}
+    for s in range(first, last + 1):
+        fns = stages.fns(s)
+        state = jax.eval_shape(fns.init_state, key, prev_g, prev_d)
+        if z_rec is None:
+            rec0 = functools.partial(stages.family.stage0_rec, spec, seed, sizes)
+            z_rec = jax.eval_shape(rec0, state.g_vars, source)
+        real = jax.ShapeDtypeStruct((*sizes[s], 3), f32)
+        prep_args = (state.g_vars, tuple(lower), jax.ShapeDtypeStruct((s,), f32))
+        prep_args += (z_rec, real)
+        rec_inputs, _ = jax.eval_shape(fns.prepare, *prep_args)
+        data = StageData(
+            real=real,
+            amps=jax.ShapeDtypeStruct((s + 1,), f32),
+            rec_inputs=rec_inputs,
+            lower_vars=tuple(lower),
+            source=source,
+        )
+        plan[s] = StagePlan(fns, state, data, (key, prev_g, prev_d), prep_args)
+        lower.append(state.g_vars)
+        prev_g, prev_d = state.g_vars, state.d_vars
+    return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePrograms:
+    """The compiled programs of one stage."""
+
+    fns: StageFns
+    init: Any  # init_state(key, prev_g_vars, prev_d_vars)
+    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, amp)
+    runners: dict  # iterations per call -> compiled runner (runner.make_runner)
+    sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
+    compile_s: float
+
+
+def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
+    """Compiles one stage's programs from abstract shapes (in a worker thread)."""
+    t0 = time.time()
+    ts = stages.settings.train
+    opts = ts.compiler_options
+    init = plan.fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
+    prepare = plan.fns.prepare.lower(*plan.prepare_args).compile(compiler_options=opts)
+    runners = make_runner(
+        plan.fns, ts, plan.state, plan.data, s, stages.family.fuse_min_pixels
+    )
+    sampler = None
+    if ts.stage_samples > 0:
+        f = make_sampler(
+            stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
+        )
+        keys = jax.ShapeDtypeStruct((ts.stage_samples,), jax.random.key(0).dtype)
+        amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
+        variables = (*plan.data.lower_vars, plan.state.g_vars)
+        base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
+        sampler = (
+            jax.jit(f).lower(keys, variables, amps, base).compile(compiler_options=opts)
+        )
+    return StagePrograms(plan.fns, init, prepare, runners, sampler, time.time() - t0)
+
+
+def train(config, workdir: str, stop_after: int | None = None, progress: bool = True):
+    """Trains every unfinished stage of the run in `workdir`; returns the Run.
+
+    Re-running with the same config and workdir resumes at the first unfinished
+    stage, with the same result as an uninterrupted run. `stop_after` stops after
+    that stage (for tests and staged launches).
+    """
+    settings = Settings.from_config(config)
+    return train_settings(
+        settings, config_to_dict(config), workdir, stop_after, progress
+    )
+
+
+def train_settings(
+    settings: Settings,
+    config: dict,
+    workdir: str,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> Run | None:
+    """`train` from read settings (`config`: the same as a dict, for run.json)."""
+    family = families.of(settings.model)
+    resolve_rule(family, settings.model, settings.train)  # refuse before any work
+    ts, seed = settings.train, settings.seed
+    image, original_hw, _ = prepare_image(settings.data)
+    sizes = pyramid.stage_sizes_for(
+        settings.pyramid, settings.data, image.shape[:2], original_hw
+    )
+    stages = Stages(family, settings, sizes)
+    num_stages = len(sizes)
+    store = checkpoint.RunStore(workdir)
+    store.check_or_write_metadata(
+        checkpoint.run_metadata(settings, config, sizes, image), image
+    )
+    reals = pyramid.build(jnp.asarray(image), sizes)
+
+    done = store.finished_stages(num_stages)
+    run = store.load_run(upto=len(done)) if done else None
+    g_list = list(run.g_vars) if run else []
+    amps = [float(a) for a in run.noise_amps] if run else []
+    z_rec = jnp.asarray(run.z_rec) if run else None
+    prev_d = store.load_d_vars(len(done) - 1) if done else None
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    first = len(done)
+    last = num_stages - 1 if stop_after is None else min(stop_after, num_stages - 1)
+    t_run = time.time()
+    prev_g = g_list[-1] if g_list else None
+    plan = plan_stages(stages, first, last, prev_g, prev_d, g_list, z_rec)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    try:
+        futures = {
+            s: pool.submit(compile_stage, stages, s, plan[s])
+            for s in range(first, last + 1)
+        }
+        for s in range(first, last + 1):
+            t0 = time.time()
+            progs = futures[s].result()
+            wait_s = time.time() - t0
+            prev_g = g_list[-1] if g_list else None
+            state = progs.init(stage_key(seed, s), prev_g, prev_d)
+            if z_rec is None:
+                z_rec = family.stage0_rec(
+                    settings.model, seed, sizes, state.g_vars, reals[0]
+                )
+            lower_amps = jnp.asarray(amps, jnp.float32).reshape(s)
+            rec_inputs, amp = progs.prepare(
+                state.g_vars, tuple(g_list), lower_amps, z_rec, reals[s]
+            )
+            amp = float(amp)
+            data = StageData(
+                real=reals[s],
+                amps=jnp.asarray([*amps, amp], jnp.float32),
+                rec_inputs=rec_inputs,
+                lower_vars=tuple(g_list),
+                source=reals[0],
+            )
+            state, train_s = run_stage(
+                state,
+                data,
+                progs.runners,
+                ts,
+                s,
+                num_stages,
+                sizes[s],
+                metrics_path,
+                progress,
+            )
+            g_list.append(state.g_vars)
+            amps.append(amp)
+            prev_d = state.d_vars
+            store.save_stage(s, state, z_rec, amp, sizes[s])
+            append_jsonl(
+                metrics_path,
+                {
+                    "event": "stage_done",
+                    "stage": s,
+                    "size": list(sizes[s]),
+                    "noise_amp": amp,
+                    "compile_s": round(progs.compile_s, 3),
+                    "compile_wait_s": round(wait_s, 3),
+                    "train_s": round(train_s, 3),
+                    "stage_s": round(time.time() - t0, 3),
+                    "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+                },
+            )
+            if progs.sampler is not None:
+                write_stage_images(
+                    progs.sampler,
+                    ts.stage_samples,
+                    seed,
+                    g_list,
+                    amps,
+                    workdir,
+                    s,
+                    reals[s],
+                )
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    store.close()
+    append_jsonl(
+        metrics_path,
+        {
+            "event": "run_done",
+            "stages": len(g_list),
+            "seconds": round(time.time() - t_run, 3),
+        },
+    )
+    return checkpoint.load_run(workdir) if g_list else None
