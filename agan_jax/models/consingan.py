@@ -441,15 +441,15 @@ def make_stage(spec, sizes, stage: int, augment=None, finetune: bool = False):
         )
         return out[0], {**g_vars, **upd}
 
-    def prepare(g_vars, lower_vars, lower_amps, z0, real, noise_amp_base):
+    def prepare(g_vars, lower_vars, lower_amps, z0, real):
         del lower_vars
         zs = [z0] + [rec_noise(spec, g_vars, sizes[s], s) for s in range(1, stage + 1)]
         if stage == 0:
-            return tuple(zs), jnp.float32(1.0)
+            return tuple(zs), None
         amps = jnp.concatenate([lower_amps, jnp.zeros((1,), jnp.float32)])
         out, _ = gen.apply(module_vars(g_vars), [z[None] for z in zs], amps)
         rmse = jnp.sqrt(jnp.mean((out[0] - real) ** 2))
-        return tuple(zs), noise_amp_base * rmse
+        return tuple(zs), rmse
 
     return StageModel(
         init=init,

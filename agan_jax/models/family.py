@@ -46,12 +46,12 @@ class StageModel(NamedTuple):
         Whether the top-level generator parameter group `name` is frozen at this
         stage (no gradient).
     g_tx(train_settings) -> optax transformation of the generator's parameters.
-    prepare(g_vars, lower_vars, lower_amps, z_rec, real, noise_amp_base)
-        -> (rec_inputs, amp). Jittable (noise_amp_base static): the
-        reconstruction inputs of this stage and its noise amplitude (1 at stage
-        0, else noise_amp_base x RMSE of the real image against the
-        reconstruction that enters this stage). `g_vars`: this stage's freshly
-        initialised variables; `lower_vars`, `lower_amps`: the frozen stages'.
+    prepare(g_vars, lower_vars, lower_amps, z_rec, real) -> (rec_inputs, rmse)
+        Jittable: the reconstruction inputs of this stage and the RMSE of the real
+        image against the reconstruction that enters this stage (None at stage
+        0). The stage's noise amplitude is noise_amp_base x that RMSE (1 at stage
+        0; `train.loop.noise_amp`). `g_vars`: this stage's freshly initialised
+        variables; `lower_vars`, `lower_amps`: the frozen stages'.
     """
 
     init: Callable

@@ -199,15 +199,15 @@ def make_stage(
         boundary = ts.lr_milestone * ts.iters * ts.g_steps
         return adam(ts.lr_g, ts.beta1, ts.beta2, boundary, ts.gamma, ts.adam_eps)
 
-    def prepare(g_vars, lower_vars, lower_amps, z_rec, real, noise_amp_base):
+    def prepare(g_vars, lower_vars, lower_amps, z_rec, real):
         del g_vars
         if stage == 0:
-            return (jnp.zeros((h, w, 3), jnp.float32), z_rec), jnp.float32(1.0)
+            return (jnp.zeros((h, w, 3), jnp.float32), z_rec), None
         noises = rec_noises(spec, z_rec, sizes, stage)
         x, _ = run_stages(gens, lower_vars, sizes, lower_amps, noises, None, 0, stage)
         rec_prev = pyramid.resize(x, (h, w))
         rmse = jnp.sqrt(jnp.mean((real - rec_prev) ** 2))
-        return (rec_prev, jnp.zeros((h, w, 3), jnp.float32)), noise_amp_base * rmse
+        return (rec_prev, jnp.zeros((h, w, 3), jnp.float32)), rmse
 
     return StageModel(
         init=init,

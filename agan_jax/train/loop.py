@@ -45,6 +45,13 @@ def prepare_image(data: DataSettings) -> tuple[np.ndarray, tuple[int, int], str]
     return image, image_io.file_size(path), path
 
 
+def noise_amp(ls, rmse) -> float:
+    """A stage's noise amplitude: 1 at stage 0 (rmse None), else noise_amp_base x
+    the RMSE of the real image against the reconstruction entering the stage (in
+    float64 on the host, as SinGAN computes it)."""
+    return 1.0 if rmse is None else ls.noise_amp_base * float(rmse)
+
+
 def abstract(tree):
     """ShapeDtypeStructs of every leaf of a tree (None stays None)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
@@ -129,7 +136,7 @@ class StagePrograms:
 
     fns: StageFns
     init: Any  # init_state(key, prev_g_vars, prev_d_vars)
-    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, amp)
+    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, rmse)
     runners: dict  # iterations per call -> compiled runner (runner.make_runner)
     sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
     compile_s: float
@@ -225,10 +232,10 @@ def train_settings(
                     settings.model, seed, sizes, state.g_vars, reals[0]
                 )
             lower_amps = jnp.asarray(amps, jnp.float32).reshape(s)
-            rec_inputs, amp = progs.prepare(
+            rec_inputs, rmse = progs.prepare(
                 state.g_vars, tuple(g_list), lower_amps, z_rec, reals[s]
             )
-            amp = float(amp)
+            amp = noise_amp(settings.loss, rmse)
             data = StageData(
                 real=reals[s],
                 amps=jnp.asarray([*amps, amp], jnp.float32),

@@ -14,7 +14,6 @@ generator) and the update arithmetic are written once here.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -35,7 +34,7 @@ class StageFns(NamedTuple):
     d_step: Any  # (state, data) -> (state, metrics): one critic update
     g_step: Any  # (state, data) -> (state, metrics): one generator update call
     g_calls: int  # g_step calls per iteration
-    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec_inputs, amp)
+    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec_inputs, rmse)
 
 
 def resolve_rule(family: Family, spec: ModelSpec, ts: TrainSettings) -> str:
@@ -192,7 +191,6 @@ def make_stage_fns(
             key=k_train,
         )
 
-    prepare = jax.jit(
-        functools.partial(model.prepare, noise_amp_base=ls.noise_amp_base)
+    return StageFns(
+        init_state, iteration, d_step, g_step, g_calls, jax.jit(model.prepare)
     )
-    return StageFns(init_state, iteration, d_step, g_step, g_calls, prepare)
