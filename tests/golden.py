@@ -9,6 +9,13 @@ meant to alter training (say so in the commit message):
 A fingerprint per array: its sum, its sum of squares and 4 values at fixed
 positions, for every leaf of every stage's saved tree (generator and critic
 variables, noise amplitude).
+
+History: recorded with the two trainers before issue 10's single stage loop; the
+unified loop reproduces them at 1e-6 except `consingan_harmonization`, re-recorded
+then: the old ConSinGAN trainer computed the noise amplitude as a float32 product
+on the device, the unified loop computes it as SinGAN always did (float64 on the
+host, then float32), which moved its stage-2 amplitude by one float32 ulp
+(0.018687842 -> 0.018687841) and, through 20 Adam steps, its stage-2 weights.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from agan_jax.models import singan
-from agan_jax.models.layers import ConvStack, pad_hw
+from agan_jax.models.layers import StageStack, pad_hw
 
 # AGAN(k) by pyramid schedule (AGAN eqs. 2-4).
 SCHEDULE_NAMES = {"cos": "AGAN(1)", "quad": "AGAN(2)", "circ": "AGAN(3)"}
@@ -21,25 +21,17 @@ def attention_blend(x_hat, c, prev):
     return x_hat * c + prev * (1.0 - c)
 
 
-class AGANGenerator(nn.Module):
+class AGANGenerator(StageStack):
     """G_A(prev + noise_amp * z) -> tanh -> x_hat; G_B(prev) -> sigmoid -> C.
 
     Returns (x_hat * C + prev * (1 - C), C), NHWC.
     """
 
-    features: int
-    num_layers: int = 5
-    kernel: int = 3
-    batch_norm: bool = True
-
     @nn.compact
     def __call__(self, prev, z, noise_amp, train: bool = False):
-        pad = self.num_layers * (self.kernel // 2)
-        args = (self.features, 3, self.num_layers, self.kernel, self.batch_norm)
-        x_hat = jnp.tanh(
-            ConvStack(*args, name="G_A")(pad_hw(prev + noise_amp * z, pad), train)
-        )
-        c = nn.sigmoid(ConvStack(*args, name="G_B")(pad_hw(prev, pad), train))
+        g_a, g_b = self.stack(3, "G_A"), self.stack(3, "G_B")
+        x_hat = jnp.tanh(g_a(pad_hw(prev + noise_amp * z, self.pad), train))
+        c = nn.sigmoid(g_b(pad_hw(prev, self.pad), train))
         return attention_blend(x_hat, c, prev), c
 
 

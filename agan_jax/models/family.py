@@ -18,7 +18,7 @@ Adding a family: one file (modules, a `Family` and its `StageModel` factory; see
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -114,6 +114,14 @@ class Family:
     attention: bool = False
     can_finetune: bool = False
     check: Callable = lambda spec: None
+
+    @classmethod
+    def from_hooks(cls, namespace: Mapping[str, Any], **fields) -> Family:
+        """A Family whose hooks not given in `fields` are the functions of the same
+        names in `namespace` (a family module's `globals()`)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        hooks = {n: namespace[n] for n in names if n not in fields and n in namespace}
+        return cls(**hooks, **fields)
 
 
 def rbg_key(key: jax.Array) -> jax.Array:

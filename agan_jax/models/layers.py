@@ -66,3 +66,29 @@ class ConvStack(nn.Module):
 def pad_hw(x: jax.Array, pad: int) -> jax.Array:
     """Zero-pad the two spatial axes of an NHWC array by `pad` on every side."""
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+class StageStack(nn.Module):
+    """Base of the per-stage networks of SinGAN and AGAN: width, depth, kernel and
+    BatchNorm of their conv stacks, and `stack(out, name)` to build one."""
+
+    features: int
+    num_layers: int = 5
+    kernel: int = 3
+    batch_norm: bool = True
+
+    @property
+    def pad(self) -> int:
+        """Zero padding the valid convolutions of one stack consume per side."""
+        return self.num_layers * (self.kernel // 2)
+
+    def stack(self, out_features: int, name: str) -> ConvStack:
+        """A ConvStack of this width and depth ending in `out_features` channels."""
+        return ConvStack(
+            self.features,
+            out_features,
+            self.num_layers,
+            self.kernel,
+            self.batch_norm,
+            name=name,
+        )

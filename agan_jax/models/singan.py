@@ -19,7 +19,7 @@ from flax import linen as nn
 
 from agan_jax import pyramid
 from agan_jax.models.family import Family, StageModel, rbg_key
-from agan_jax.models.layers import ConvStack, pad_hw
+from agan_jax.models.layers import StageStack, pad_hw
 from agan_jax.state import adam, warm_start
 
 Size = tuple[int, int]
@@ -27,43 +27,26 @@ Size = tuple[int, int]
 REC_NOISE_KEY = 10_000
 
 
-class SinGANGenerator(nn.Module):
+class SinGANGenerator(StageStack):
     """tanh(stack(pad(prev + noise_amp * z))) + prev.
 
     Inputs are NHWC. Returns (image, None): the second slot holds an attention
     map for generators that have one.
     """
 
-    features: int
-    num_layers: int = 5
-    kernel: int = 3
-    batch_norm: bool = True
-
     @nn.compact
     def __call__(self, prev, z, noise_amp, train: bool = False):
-        pad = self.num_layers * (self.kernel // 2)
-        x = pad_hw(prev + noise_amp * z, pad)
+        x = pad_hw(prev + noise_amp * z, self.pad)
         # Named G_A so that AGAN's first attention stage can warm-start from it.
-        stack = ConvStack(
-            self.features, 3, self.num_layers, self.kernel, self.batch_norm, name="G_A"
-        )
-        return jnp.tanh(stack(x, train)) + prev, None
+        return jnp.tanh(self.stack(3, "G_A")(x, train)) + prev, None
 
 
-class Discriminator(nn.Module):
+class Discriminator(StageStack):
     """Markovian (patch) critic: the same conv stack ending in one channel."""
-
-    features: int
-    num_layers: int = 5
-    kernel: int = 3
-    batch_norm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        stack = ConvStack(
-            self.features, 1, self.num_layers, self.kernel, self.batch_norm, name="D"
-        )
-        return stack(x, train)
+        return self.stack(1, "D")(x, train)
 
 
 def make_generator(spec, stage: int) -> nn.Module:
@@ -222,16 +205,12 @@ def make_stage(
 
 def family(kind: str, make_gen, display_name, attention: bool = False) -> Family:
     """A family of per-stage generators made by `make_gen` (SinGAN, AGAN)."""
-    return Family(
+    return Family.from_hooks(
+        globals(),
         kind=kind,
         display_name=display_name,
         make_generator=make_gen,
-        make_discriminator=make_discriminator,
-        draw_noise=draw_noise,
-        draw_noise_like=draw_noise_like,
         forward=functools.partial(forward, make_gen),
-        rec_noises=rec_noises,
-        stage0_rec=stage0_rec,
         make_stage=functools.partial(make_stage, make_gen),
         update_rules=("fresh",),
         default_rule=lambda spec: "fresh",
