@@ -31,14 +31,14 @@ def main(argv: list[str]) -> None:
     import jax
     from PIL import Image
 
-    from agan_jax import applications, image_io, sampling
+    from agan_jax import applications, checkpoint, image_io, sampling
     from agan_jax.errors import UserError
 
     if not _WORKDIR.value:
         raise UserError("--workdir is required: a trained run directory")
-    run = sampling.load_run(_WORKDIR.value)
+    sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
     frames = applications.animate(
-        run,
+        sampler,
         jax.random.key(_SEED.value),
         frames=_FRAMES.value,
         alpha=_ALPHA.value,

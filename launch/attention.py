@@ -23,14 +23,14 @@ def main(argv: list[str]) -> None:
     del argv
     import jax
 
-    from agan_jax import applications, sampling
+    from agan_jax import applications, checkpoint, sampling
     from agan_jax.errors import UserError
 
     if not _WORKDIR.value:
         raise UserError("--workdir is required: a trained run directory")
-    run = sampling.load_run(_WORKDIR.value)
+    sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
     out = _OUT.value or os.path.join(_WORKDIR.value, "attention")
-    paths = applications.save_attention(run, jax.random.key(_SEED.value), out)
+    paths = applications.save_attention(sampler, jax.random.key(_SEED.value), out)
     print(f"wrote {len(paths)} files to {out}")
 
 

@@ -31,7 +31,7 @@ def run_blend(mode: str) -> None:
     """The harmonization / editing launcher body; mode is 'harmonize' or 'edit'."""
     import jax
 
-    from agan_jax import applications, image_io, sampling
+    from agan_jax import applications, checkpoint, image_io, sampling
     from agan_jax.errors import UserError
 
     recipe = applications.HARMONIZATION if mode == "harmonize" else applications.EDITING
@@ -41,22 +41,22 @@ def run_blend(mode: str) -> None:
             raise UserError(f"--{flag} is required")
     if _START.value is None and not _SWEEP.value:
         raise UserError("give --start_stage=N (1..S-1) or --sweep for every stage")
-    run = sampling.load_run(_WORKDIR.value)
-    applications.check_complete(run)
+    sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
+    applications.check_complete(sampler)
     if _START.value is not None:
-        applications.check_inject_stage(run, _START.value)
+        applications.check_inject_stage(sampler, _START.value)
     naive, mask, notes = applications.load_naive_and_mask(
-        run, _NAIVE.value, _MASK.value
+        sampler, _NAIVE.value, _MASK.value
     )
     for note in notes:
         print(note)
     out = _OUT.value or os.path.join(_WORKDIR.value, mode)
     key = jax.random.key(_SEED.value)
     if _SWEEP.value:
-        results, strip = applications.sweep(run, naive, mask, key, recipe)
+        results, strip = applications.sweep(sampler, naive, mask, key, recipe)
         image_io.save_image(os.path.join(out, "sweep.png"), strip)
     else:
-        results = [applications.blend(run, naive, mask, _START.value, key, recipe)]
+        results = [applications.blend(sampler, naive, mask, _START.value, key, recipe)]
     for b in results:
         image_io.save_image(os.path.join(out, f"output_stage{b.stage}.png"), b.output)
         image_io.save_image(os.path.join(out, f"{name}_stage{b.stage}.png"), b.blended)

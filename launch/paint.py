@@ -29,17 +29,21 @@ def main(argv: list[str]) -> None:
     import jax
     import numpy as np
 
-    from agan_jax import applications, image_io, sampling
+    from agan_jax import applications, checkpoint, image_io, sampling
     from agan_jax.errors import UserError
 
     if not _WORKDIR.value or not _PAINT.value:
         raise UserError("--workdir and --paint are required")
-    run = sampling.load_run(_WORKDIR.value)
-    applications.check_complete(run)
-    applications.check_inject_stage(run, _START.value)
+    sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
+    applications.check_complete(sampler)
+    applications.check_inject_stage(sampler, _START.value)
     paint = image_io.load_image(_PAINT.value)
     result = applications.paint_to_image(
-        run, paint, _START.value, jax.random.key(_SEED.value), quantize=_QUANTIZE.value
+        sampler,
+        paint,
+        _START.value,
+        jax.random.key(_SEED.value),
+        quantize=_QUANTIZE.value,
     )
     out = _OUT.value or os.path.join(_WORKDIR.value, "paint")
     image_io.save_image(os.path.join(out, "paint.png"), result.paint)

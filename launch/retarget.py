@@ -36,15 +36,15 @@ def main(argv: list[str]) -> None:
     del argv
     import jax
 
-    from agan_jax import applications, image_io, sampling
+    from agan_jax import applications, checkpoint, image_io, sampling
     from agan_jax.errors import UserError
 
     if not _WORKDIR.value:
         raise UserError("--workdir is required: a trained run directory")
-    run = sampling.load_run(_WORKDIR.value)
-    applications.check_complete(run)
+    sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
+    applications.check_complete(sampler)
     grid, samples = applications.retarget_grid(
-        run,
+        sampler,
         jax.random.key(_SEED.value),
         _floats("scales_h", _SCALES_H.value),
         _floats("scales_w", _SCALES_W.value),

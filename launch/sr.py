@@ -28,21 +28,21 @@ def main(argv: list[str]) -> None:
     import jax
     import numpy as np
 
-    from agan_jax import applications, image_io, pyramid, sampling
+    from agan_jax import applications, checkpoint, image_io, pyramid, sampling
     from agan_jax.errors import UserError
 
     if not _WORKDIR.value:
         raise UserError("--workdir is required: a trained run directory")
-    run = sampling.load_run(_WORKDIR.value)
+    sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
     image = image_io.load_image(_IMAGE.value) if _IMAGE.value else None
     result = applications.super_resolve(
-        run,
+        sampler,
         _FACTOR.value,
         jax.random.key(_SEED.value),
         image=image,
         noise_scale=_NOISE.value,
     )
-    x = np.asarray(run.real) if image is None else image
+    x = np.asarray(sampler.run.real) if image is None else image
     out = _OUT.value or os.path.join(_WORKDIR.value, "sr")
     h, w = result.output.shape[:2]
     image_io.save_image(os.path.join(out, "sr.png"), result.output)
