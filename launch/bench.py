@@ -1,4 +1,4 @@
-"""Benchmarks on whatever device JAX sees; prints markdown tables (issue 6).
+"""Benchmarks on whatever device JAX sees; prints markdown tables (benchmarks/).
 
   python -m launch.bench                              # --suite=train, configs/agan.py
   python -m launch.bench --config=configs/singan.py --config.train.iters_per_stage=50 \\
@@ -7,22 +7,23 @@
   python -m launch.bench --suite=cpu_targets          # whole-process CPU targets
   python -m launch.bench --suite=levers               # speed levers, in turns
   python -m launch.bench --suite=issue6               # micro + cpu_targets (~45 min)
+  python -m launch.bench --suite=gpu --gpu_iters=200 --gpu_budget_s=330  # one H100 loan
+  python -m launch.bench --suite=gpu --gpu_sizes=tiny # the same on CPU, tiny sizes
 
-Suites:
-  train        trains --config once (all stages, no progress bars); per stage
+Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
+  train        benchmarks/train_table.py: --config trained once; per stage
                iterations/s, compile time, parameter counts; then samples/s.
-  micro        one SinGAN iteration at 49x64 (jitted alone, in lax.scan, split
-               into updates), the gradient penalty's parameter gradient (grad of
-               grad vs jvp), a critic update in both modes, 97x128 with and
-               without XNNPACK (child processes), one stage's compile time, a
-               coarse 25x33 iteration; each beside the issue's figure, PyTorch's
-               and the target. --micro_sizes=tiny: the same on tiny sizes.
-  cpu_targets  `launch.train` + `launch.sample --num_samples=50` as subprocesses,
-               whole wall time, for SinGAN and ConSinGAN at max_size 64 and 128
-               (minutes each); then the GPU targets ("not measured" on a CPU).
-  levers       XNNPACK, compile unit and optimisation-level variants compared in
-               turns (ratios), with the parameter difference to the plain step.
-  issue6       micro, then cpu_targets: every figure of issue 6 in one command.
+  micro        benchmarks/micro.py: issue 6's microbenchmarks beside the issue's,
+               PyTorch's and the target figures (--micro_sizes=tiny: tiny sizes).
+  cpu_targets  benchmarks/targets.py: `launch.train` + `launch.sample` as
+               subprocesses for SinGAN and ConSinGAN at max_size 64 and 128.
+  levers       benchmarks/levers.py: XNNPACK, compile unit and optimisation
+               level variants compared in turns (--lever_sizes=tiny: tiny sizes).
+  issue6       micro, then cpu_targets.
+  gpu          benchmarks/gpu.py: training wall time of configs/agan.py:gpu and
+               configs/singan.py:gpu, s/iteration and FLOP/s per stage beside a
+               conv peak, samples/s by batch, time to first sample, peak memory
+               at 250/500/1000 px; one table.
 
 Compilation is part of what is measured: unless AGAN_JAX_CACHE is set, this
 launcher runs with the persistent compilation cache off (AGAN_JAX_CACHE=off).
@@ -40,7 +41,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from launch import common  # noqa: E402
 
-SUITES = ("train", "micro", "cpu_targets", "levers", "issue6")
+SUITES = ("train", "micro", "cpu_targets", "levers", "issue6", "gpu")
 
 _SUITE = flags.DEFINE_enum("suite", "train", SUITES, "What to measure.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -49,10 +50,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _BATCHES = flags.DEFINE_list(
     "batch_sizes",
     ["1", "4", "16", "64", "256"],
-    "Sampling batch sizes (1024 takes minutes per call on a 2-core CPU).",
+    "train: sampling batch sizes (1024 takes minutes per call on a 2-core CPU).",
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Keep the trained run here (suite train; default: temp)."
+    "workdir", None, "train, gpu: keep the trained run(s) here (default: temp)."
 )
 _JSON = flags.DEFINE_string("json", None, "Also write the raw results to this file.")
 _MICRO_SIZES = flags.DEFINE_enum(
@@ -61,13 +62,16 @@ _MICRO_SIZES = flags.DEFINE_enum(
 _ONLY = flags.DEFINE_list(
     "only",
     None,
-    "micro: figure keys (agan_jax.perf.FIGURES); cpu_targets: target keys "
+    "micro: figure keys (benchmarks.references.FIGURES); cpu_targets: target keys "
     "(singan_64, consingan_64, singan_128, consingan_128). Default: all.",
 )
 _TARGET_ITERS = flags.DEFINE_integer(
     "target_iters",
     None,
     "cpu_targets: iterations per stage instead of 200 (smoke runs; not comparable).",
+)
+_TARGET_SAMPLES = flags.DEFINE_integer(
+    "target_samples", 50, "cpu_targets: samples drawn by launch.sample."
 )
 _OVERRIDES = flags.DEFINE_multi_string(
     "target_flag",
@@ -83,158 +87,96 @@ _LEVERS = flags.DEFINE_list(
     ["xnnpack", "compile_unit", "opt_level"],
     "levers: which ones (xnnpack, xnnpack_child, compile_unit, opt_level).",
 )
+_LEVER_SIZES = flags.DEFINE_enum(
+    "lever_sizes", "issue", ("issue", "tiny"), "levers: the issue's sizes or tiny."
+)
+_GPU_SIZES = flags.DEFINE_enum(
+    "gpu_sizes",
+    "paper",
+    ("paper", "tiny"),
+    "gpu: paper sizes (250 px training, 250/500/1000 px memory, batches to 4096) "
+    "or tiny ones (16-48 px, CPU smoke run of about a minute).",
+)
+_GPU_ITERS = flags.DEFINE_integer(
+    "gpu_iters",
+    None,
+    "gpu: iterations per stage actually trained; the wall time is extrapolated to "
+    "2000 per stage from each stage's s/iteration (default: 2000, no extrapolation).",
+)
+_GPU_PARTS = flags.DEFINE_list(
+    "gpu_parts",
+    ["train", "flops", "memory", "peak", "sampling", "first_sample"],
+    "gpu: which parts to run (flops, sampling and first_sample need train); "
+    "they run in this order whatever the order given.",
+)
+_GPU_BUDGET = flags.DEFINE_float(
+    "gpu_budget_s",
+    None,
+    "gpu: seconds after which no further item starts (skipped items say so), so "
+    "the table prints within a short device loan.",
+)
+_GPU_BATCHES = flags.DEFINE_list(
+    "gpu_batches", None, "gpu: sampling batch sizes (default 1, 4, ..., 4096)."
+)
+_GPU_MEMORY = flags.DEFINE_list(
+    "gpu_memory_sizes", None, "gpu: max_size of each memory row (default 250,500,1000)."
+)
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def suite_train() -> dict:
-    """The per-stage table of agan_jax.benchmark."""
-    from agan_jax import benchmark
+def suite_train():
+    from benchmarks import train_table
 
-    config = _CONFIG.value
-    config.unlock()
-    config.train.stage_samples = 0
-    result = benchmark.run_benchmark(
-        config, [int(b) for b in _BATCHES.value], _WORKDIR.value
+    return train_table.suite(
+        _CONFIG.value, [int(b) for b in _BATCHES.value], _WORKDIR.value
     )
-    print(benchmark.format_tables(result))
-    return result
 
 
-def suite_micro() -> dict:
-    """Issue 6's measured facts, one row each."""
-    from agan_jax import perf
+def suite_micro():
+    from benchmarks import micro
 
-    sizes = perf.TINY if _MICRO_SIZES.value == "tiny" else perf.MicroSizes()
-    header = perf.environment()
-    measured = perf.run_micro(sizes, _ONLY.value, log=_log)
-    note = "" if _MICRO_SIZES.value == "issue" else " (TINY sizes: rows not comparable)"
-    print(perf.format_micro(measured, header + note, comparable=not note))
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
-    return {"env": header, "sizes": _MICRO_SIZES.value, "measured": measured}
+    return micro.suite(_MICRO_SIZES.value, _ONLY.value, _log)
 
 
-def suite_cpu_targets() -> dict:
-    """Whole-process wall times of the CPU targets; the GPU rows."""
-    from agan_jax import perf
+def suite_cpu_targets():
+    from benchmarks import targets
 
-    header = perf.environment()
-    results = {}
-    for t in perf.CPU_TARGETS:
-        if _ONLY.value and t.key not in _ONLY.value:
-            continue
-        _log(f"{t.key}: training {t.config} at max_size {t.max_size} ...")
-        results[t.key] = perf.run_target(
-            t, iters=_TARGET_ITERS.value, overrides=_OVERRIDES.value
-        )
-        _log(f"{t.key}: {json.dumps(results[t.key], default=str)}")
-    print(header + f"; load average at the end {os.getloadavg()[0]:.1f}")
-    print()
-    print(perf.format_targets(results))
-    return {"env": header, "results": results}
+    return targets.suite(
+        _ONLY.value, _TARGET_ITERS.value, _OVERRIDES.value, _TARGET_SAMPLES.value, _log
+    )
 
 
-def suite_levers() -> dict:
-    """Speed levers, each compared in turns against the plain variant."""
-    from agan_jax import perf
+def suite_levers():
+    from benchmarks import levers
 
-    print(perf.environment(), flush=True)
-    rounds, out = _ROUNDS.value, {}
-    update = {"compile_unit": "update"}
-    iteration = {"compile_unit": "iteration"}
-    if "xnnpack" in _LEVERS.value:
-        # Per-compile options: the variants run in turns in one process.
-        variants = [
-            perf.Variant("default", update),
-            perf.Variant("xla_cpu_use_xnnpack", update, {"xla_cpu_use_xnnpack": True}),
-            perf.Variant("xla_cpu_use_onednn", update, {"xla_cpu_use_onednn": True}),
-        ]
-        agree = _agreement(variants)
-        for hw in ((49, 64), (97, 128)):
-            res = perf.compare_in_process(hw, 64, 1, variants, rounds)
-            out[f"xnnpack_{hw[0]}x{hw[1]}"] = {"timings": res, "max_diff": agree}
-            title = (
-                f"Conv libraries as compile options, {hw[0]}x{hw[1]}, 64 ch, unit update"
-                " (param diff: 3 iterations at 25x33 vs plain)"
-            )
-            print(perf.format_lever(title, res, agreement=agree), "\n", flush=True)
-    if "xnnpack_child" in _LEVERS.value:
-        for hw in ((49, 64), (97, 128)):
-            variants = [
-                perf.Variant("default flags", iteration),
-                perf.Variant(
-                    f"XLA_FLAGS={perf.XNNPACK}", iteration, None, perf.XNNPACK
-                ),
-            ]
-            res = perf.compare_children(hw, 64, 1, variants, rounds=2)
-            out[f"xnnpack_child_{hw[0]}x{hw[1]}"] = res
-            title = f"XNNPACK, {hw[0]}x{hw[1]}, 64 ch, unit iteration (child processes)"
-            print(perf.format_lever(title, res), "\n", flush=True)
-    if "compile_unit" in _LEVERS.value:
-        for hw, width, lower in (
-            ((25, 33), 32, 0),
-            ((49, 64), 64, 1),
-            ((62, 82), 64, 1),
-            ((77, 103), 64, 1),
-            ((97, 128), 64, 1),
-        ):
-            variants = [
-                perf.Variant("update", update),
-                perf.Variant("iteration", iteration),
-            ]
-            res = perf.compare_in_process(hw, width, lower, variants, rounds)
-            out[f"compile_unit_{hw[0]}x{hw[1]}"] = res
-            title = f"compile_unit, {hw[0]}x{hw[1]}, {width} ch, {lower} stage(s) below"
-            print(perf.format_lever(title, res), "\n", flush=True)
-    if "opt_level" in _LEVERS.value:
-        o2 = {**update, "xla_opt_level": 2}  # XLA's own default, the plain step
-        variants = [
-            perf.Variant("XLA default (O2)", o2),
-            perf.Variant(
-                "few optimisations (O0, cheap LLVM)", o2, perf.FEW_OPTIMIZATIONS
-            ),
-            perf.Variant(
-                "cheap LLVM passes only",
-                o2,
-                {"xla_llvm_disable_expensive_passes": True},
-            ),
-            perf.Variant("backend O1 (CPU default)", update, perf.BACKEND_O1),
-        ]
-        agree = _agreement(variants)
-        for hw, width, lower in (((25, 33), 32, 0), ((35, 47), 32, 2)):
-            res = perf.compare_in_process(
-                hw, width, lower, variants, rounds, compile_rounds=2
-            )
-            out[f"opt_level_{hw[0]}x{hw[1]}"] = {"timings": res, "max_diff": agree}
-            title = (
-                f"XLA optimisation level, {hw[0]}x{hw[1]}, {width} ch, {lower} stage(s) "
-                "below, unit update (param diff: 3 iterations at 25x33 vs plain)"
-            )
-            print(perf.format_lever(title, res, agreement=agree), "\n", flush=True)
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    return out
+    return levers.suite(_LEVERS.value, _ROUNDS.value, _LEVER_SIZES.value, _log)
 
 
-def _agreement(variants) -> dict[str, float]:
-    """Max parameter difference to the plain step after 3 iterations at 25x33."""
-    from agan_jax import perf
-
-    return {
-        v.name: perf.runner_agreement(
-            (25, 33), 32, v.settings, lower=0, compiler_options=v.options
-        )
-        for v in variants[1:]
-    }
+def suite_issue6():
+    text_m, micro = suite_micro()
+    print(text_m + "\n", flush=True)
+    text_t, cpu = suite_cpu_targets()
+    return text_t, {"micro": micro, "cpu_targets": cpu}
 
 
-def suite_issue6() -> dict:
-    """Everything issue 6 lists, in one command: micro, then cpu_targets."""
-    out = {"micro": suite_micro()}
-    print()
-    out["cpu_targets"] = suite_cpu_targets()
-    return out
+def suite_gpu():
+    import dataclasses
+
+    from benchmarks import gpu
+
+    plan = gpu.TINY if _GPU_SIZES.value == "tiny" else gpu.PAPER
+    changes = {}
+    if _GPU_ITERS.value is not None:
+        changes["iters"] = _GPU_ITERS.value
+    if _GPU_BATCHES.value:
+        changes["batches"] = tuple(int(b) for b in _GPU_BATCHES.value)
+    if _GPU_MEMORY.value:
+        changes["memory_sizes"] = tuple(int(s) for s in _GPU_MEMORY.value)
+    plan = dataclasses.replace(plan, **changes)
+    return gpu.suite(plan, _GPU_PARTS.value, _WORKDIR.value, _GPU_BUDGET.value, _log)
 
 
 def main(argv: list[str]) -> None:
@@ -245,8 +187,10 @@ def main(argv: list[str]) -> None:
         "cpu_targets": suite_cpu_targets,
         "levers": suite_levers,
         "issue6": suite_issue6,
+        "gpu": suite_gpu,
     }[_SUITE.value]
-    result = suite()
+    text, result = suite()
+    print(text, flush=True)
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(result, f, indent=1, default=str)
