@@ -6,12 +6,18 @@ import os
 import shutil
 
 import chex
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from agan_jax import checkpoint, train
 from agan_jax.errors import UserError
+from agan_jax.settings import Settings, config_to_dict
 from tests.conftest import tiny_config
+
+GEN_KEYS = {"g_vars", "z_rec", "noise_amp"}
+TRAIN_KEYS = {"d_vars", "g_opt", "d_opt", "key", "step"}
 
 
 @pytest.fixture
@@ -29,21 +35,71 @@ def test_load_run_round_trip(run_copy):
     np.testing.assert_array_equal(again.noise_amps, run.noise_amps)
     np.testing.assert_array_equal(again.z_rec, run.z_rec)
     assert again.sizes == run.sizes and again.spec == run.spec
-    tree = checkpoint.RunStore(workdir).load_stage(1)
-    assert set(tree) >= {
-        "g_vars",
-        "d_vars",
-        "g_opt",
-        "d_opt",
-        "key",
-        "z_rec",
-        "noise_amp",
-    }
+    store = checkpoint.RunStore(workdir)
+    tree = store.load_stage(1)
+    assert set(tree) == GEN_KEYS | TRAIN_KEYS
+    gen = store.load_gen(1)
+    assert set(gen) == GEN_KEYS
+    chex.assert_trees_all_equal(gen["g_vars"], tree["g_vars"])
+    chex.assert_trees_all_equal(gen["g_vars"], jax.device_get(run.g_vars[1]))
+    chex.assert_trees_all_equal(store.load_d_vars(1), tree["d_vars"])
+    assert int(tree["step"]) > 0
+    store.close()
+
+
+def _stage_dirs(workdir: str) -> list[str]:
+    root = os.path.join(workdir, "checkpoints")
+    return [os.path.join(root, s) for s in sorted(os.listdir(root))]
+
+
+def test_sampling_restores_only_the_gen_item(run_copy):
+    """load_run reads the `gen` item of each stage, never the `train` item."""
+    workdir, run = run_copy
+    stages = _stage_dirs(workdir)
+    assert len(stages) == 3
+    for d in stages:
+        assert {"gen", "train"} <= set(os.listdir(d))
+        shutil.rmtree(os.path.join(d, "train"))
+    again = checkpoint.load_run(workdir)
+    chex.assert_trees_all_equal(again.g_vars, run.g_vars)
+    np.testing.assert_array_equal(again.noise_amps, run.noise_amps)
+    np.testing.assert_array_equal(again.z_rec, run.z_rec)
+    # What resuming needs is gone: its loader names the stage.
+    with pytest.raises(UserError, match=r"checkpoint of stage 1 .*delete"):
+        checkpoint.RunStore(workdir).load_stage(1)
+
+
+def test_checkpoint_of_an_older_version_is_refused(run_copy, tiny_agan_run):
+    """Stages saved by agan_jax 0.1 (one Orbax item `state`) give a UserError."""
+    workdir, _ = run_copy
+    source = checkpoint.RunStore(tiny_agan_run[0])
+    trees = [source.load_stage(s) for s in range(3)]
+    source.close()
+    shutil.rmtree(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=False
+    )
+    mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=options)
+    for s, tree in enumerate(trees):  # the layout of agan_jax 0.1
+        info = {"stage": s, "size": [1, 1], "noise_amp": float(tree["noise_amp"])}
+        mngr.save(
+            s,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(info)
+            ),
+        )
+    mngr.wait_until_finished()
+    mngr.close()
+    assert checkpoint.RunStore(workdir).finished_stages() == [0, 1, 2]
+    with pytest.raises(UserError, match=r"stage 0 .*older agan_jax.*new --workdir"):
+        checkpoint.load_run(workdir)
+    with pytest.raises(UserError, match="older agan_jax"):
+        train.train(tiny_config("agan"), workdir, progress=False)
 
 
 def test_corrupt_stage_names_stage(run_copy):
     workdir, _ = run_copy
-    stage_dir = os.path.join(workdir, "checkpoints", "1", "state")
+    stage_dir = os.path.join(workdir, "checkpoints", "1", "gen")
     victims = [
         os.path.join(root, f)
         for root, _, files in os.walk(stage_dir)
@@ -77,8 +133,8 @@ def test_workdir_of_another_image_is_refused(run_copy, tmp_path):
     before = sorted(os.listdir(workdir))
     config = tiny_config("agan")
     other = np.zeros((24, 32, 3), np.float32)
-    spec = checkpoint.ModelSpec.from_config(config)
-    meta = checkpoint.run_metadata(config, spec, [(24, 32)], other)
+    settings = Settings.from_config(config)
+    meta = checkpoint.run_metadata(settings, config_to_dict(config), [(24, 32)], other)
     with pytest.raises(UserError, match="another image"):
         checkpoint.RunStore(workdir).check_or_write_metadata(meta, other)
     assert sorted(os.listdir(workdir)) == before

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+import jax
 import pytest
 
-from configs import agan, default, singan
+from agan_jax import settings
+from agan_jax.errors import UserError
+from configs import agan, consingan, default, singan
 
 
 def test_defaults_visible():
@@ -36,3 +42,98 @@ def test_variants():
         agan.get_config("huge")
     with pytest.raises(ValueError, match="one AGAN schedule"):
         agan.get_config("cos,quad")
+
+
+def test_new_defaults_visible():
+    c = default.get_config()
+    assert c.data.min_size_ratio == 0.0
+    assert (c.model.train_depth, c.model.lr_scale) == (3, 0.1)
+    assert (c.model.mode, c.model.leaky_slope) == ("generation", 0.05)
+    assert c.train.adam_eps == 1e-8 and c.train.remat is False
+    assert c.train.update_rule == "auto" and c.train.compile_unit == "auto"
+    a = c.augment
+    assert (a.p_colour, a.p_noise, a.p_cutout, a.p_tiles) == (0.5, 0.5, 0.5, 0.5)
+    assert (a.noise_std, a.cutout_max, a.tiles) == (0.1, 0.4, 4)
+
+
+def test_settings_have_no_defaults_of_their_own():
+    """Every default lives in configs/default.py: no settings field has one."""
+    for cls in (
+        settings.Settings,
+        settings.DataSettings,
+        settings.PyramidSettings,
+        settings.ModelSpec,
+        settings.TrainSettings,
+        settings.LossSettings,
+        settings.AugmentSettings,
+    ):
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING, (cls.__name__, f.name)
+            assert f.default_factory is dataclasses.MISSING, (cls.__name__, f.name)
+
+
+def test_settings_from_config_and_from_run_json_agree():
+    config = agan.get_config("tiny")
+    s = settings.Settings.from_config(config)
+    as_json = json.loads(json.dumps(settings.config_to_dict(config)))
+    assert settings.Settings.from_config(as_json) == s
+    assert s.model.kind == "agan" and s.pyramid.schedule == "circ"
+    assert s.train.iters == 20 and s.train.xla_opt_level == -1
+    # Loss weights and the noise amplitude rule are the loss settings.
+    assert s.loss == settings.LossSettings(
+        lambda_gp=0.1, alpha=10.0, tv_weight=1.0, noise_amp_base=0.1
+    )
+    if jax.default_backend() == "cpu":  # steps_per_call 0: the backend's default
+        assert s.train.steps_per_call == 1
+    as_json["train"]["remat"] = "True"  # strings are read as their values
+    as_json["train"]["iters_per_stage"] = "30"
+    t = settings.Settings.from_config(as_json).train
+    assert t.remat is True and t.iters == 30
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["train"].pop("adam_eps"), "no field train.adam_eps"),
+        (lambda c: c.pop("augment"), "no 'augment' section"),
+        (
+            lambda c: c["train"].update(iters_per_stage="many"),
+            "train.iters_per_stage='many' is not a valid int",
+        ),
+        (lambda c: c["train"].update(d_steps=2.5), "train.d_steps=2.5"),
+        (lambda c: c["model"].update(batch_norm="maybe"), "model.batch_norm"),
+        (lambda c: c["pyramid"].update(r0=1.5), "pyramid.r0 must lie in"),
+        (lambda c: c["pyramid"].update(schedule="cosine"), "unknown pyramid schedule"),
+        (lambda c: c["data"].update(min_size_ratio=2.0), "min_size_ratio must lie"),
+        (lambda c: c["model"].update(train_depth=0), "train_depth must be"),
+        (lambda c: c["augment"].update(tiles=0), "augment.tiles must be"),
+        (lambda c: c.update(noise_amp_base=float("nan")), "must be finite"),
+    ],
+)
+def test_bad_settings_are_named(edit, message):
+    c = settings.config_to_dict(singan.get_config("tiny"))
+    edit(c)
+    with pytest.raises(UserError, match=message):
+        settings.Settings.from_config(c)
+
+
+def test_consingan_modes_and_derived_min_size():
+    c = consingan.get_config()
+    assert c.model.kind == "consingan" and c.pyramid.schedule == "log"
+    assert (c.model.nfc, c.model.num_layers, c.model.batch_norm) == (64, 3, False)
+    assert consingan.get_config("retarget").model.mode == "retarget"
+    with pytest.raises(ValueError, match="one ConSinGAN mode"):
+        consingan.get_config("retarget,animation")
+    # Harmonization: BatchNorm, 3 stages, the coarsest ~0.48 x max_size, computed
+    # from max_size after command-line overrides.
+    h = consingan.get_config("harmonization")
+    assert h.model.batch_norm and h.pyramid.num_stages == 3
+    assert h.data.min_size_ratio == 0.48
+    assert settings.Settings.from_config(h).data.min_size == round(0.48 * 64)
+    h.data.max_size = 250  # --config.data.max_size=250
+    assert settings.Settings.from_config(h).data.min_size == 120
+    tiny = consingan.get_config("editing,tiny")
+    assert settings.Settings.from_config(tiny).data.min_size == 16  # at least 16
+    assert consingan.get_config("harmonization,gpu").train.iters_per_stage == 1000
+    # Without a ratio, min_size is used as given.
+    assert settings.Settings.from_config(c).data.min_size == c.data.min_size == 25

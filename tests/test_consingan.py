@@ -4,6 +4,7 @@ block 0 and the head)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -12,31 +13,41 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agan_jax import (
-    applications,
-    benchmark,
-    checkpoint,
-    image_io,
-    pyramid,
-    sampling,
-    train,
-)
-from agan_jax import train_consingan as tc
+from agan_jax import augment as aug
+from agan_jax import checkpoint, forward, image_io, pyramid, sampling, train
 from agan_jax.errors import UserError
-from agan_jax.models import ModelSpec, consingan, make_discriminator, make_generator
-from tests.conftest import tiny_config
+from agan_jax.models import consingan, families
+from agan_jax.settings import Settings
+from agan_jax.state import StageData
+from agan_jax.train.finetune import fine_tune
+from agan_jax.train.loop import noise_amp, stage_key
+from agan_jax.train.updates import make_stage_fns, resolve_rule
+from tests import conftest
+from tests.conftest import (
+    model_spec,
+    settings_for,
+    tiny_config,
+    train_settings,
+)
 from tests.test_pyramid import HAND_SIZES_250x188
 
-SPEC = ModelSpec(kind="consingan", nfc=64, num_layers=3, batch_norm=False)
+FAMILY = families.get("consingan")
+# configs/consingan.py without a variant: 64 features, 3 convolutions per block,
+# no BatchNorm, train_depth 3, lr_scale 0.1.
+SPEC = model_spec("consingan", None)
+
+
+def _count(tree) -> int:
+    """Number of scalars in a parameter tree."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def quick_compiles():
-    """Unoptimised XLA for this module: half the compile time of these tiny runs."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+    """Unoptimised XLA for this module: half the compile time of these tiny runs
+    (the session's tiny ConSinGAN run is trained the same way)."""
+    with conftest.quick_compiles():
+        yield
 
 
 def _params(stage: int) -> dict:
@@ -59,14 +70,16 @@ HAND_LRS = {
 
 @pytest.mark.parametrize("stage", sorted(HAND_LRS))
 def test_learning_rate_of_every_group_from_the_optimiser(stage):
-    ts = tc.TrainSettings(lr_g=LR)
-    tx = tc.make_g_tx(SPEC, stage, ts)
+    assert (SPEC.nfc, SPEC.num_layers, SPEC.batch_norm) == (64, 3, False)
+    assert (SPEC.train_depth, SPEC.lr_scale) == (3, 0.1)
+    ts = train_settings("consingan", None, lr_g=LR)
+    tx = consingan.make_g_tx(SPEC, stage, ts)
     params = _params(stage)
-    labels = tc.param_labels(params, stage, SPEC.train_depth)
+    labels = consingan.param_labels(params, stage, SPEC.train_depth)
     # One Adam step with gradient 1 moves every parameter by -lr (bias-corrected).
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = tx.update(grads, tx.init(params), params)
-    expected = tc.group_learning_rates(SPEC, stage, LR, params)
+    expected = consingan.group_learning_rates(SPEC, stage, LR, params)
     for name, lr in HAND_LRS[stage].items():
         assert expected[name] == pytest.approx(lr, rel=1e-12)
         np.testing.assert_allclose(
@@ -79,8 +92,8 @@ def test_learning_rate_of_every_group_from_the_optimiser(stage):
 def test_log_schedule_sizes():
     # The hand-computed table of tests/test_pyramid.py, for the bundled 188x250
     # image at paper size (h and w swapped: the table is for a 250x188 image).
-    cfg = tiny_config("consingan", "gpu")
-    sizes = pyramid.stage_sizes_from_config(cfg, (188, 250), (188, 250))
+    s = Settings.from_config(tiny_config("consingan", "gpu"))
+    sizes = pyramid.stage_sizes_for(s.pyramid, s.data, (188, 250), (188, 250))
     assert sizes == [(w, h) for h, w in HAND_SIZES_250x188["log"]]
 
 
@@ -92,11 +105,17 @@ def test_parameter_counts_at_paper_size():
         for s in range(1, 6)
     ]
     shapes = jax.eval_shape(
-        lambda: make_generator(SPEC, 5).init(jax.random.key(0), zs, jnp.ones(6))
+        lambda: FAMILY.make_generator(SPEC, 5).init(jax.random.key(0), zs, jnp.ones(6))
     )
-    assert benchmark.count_params(shapes["params"]) == 1792 + 6 * 110784 + 1731
-    d = jax.eval_shape(lambda: make_discriminator(SPEC, 5).init(jax.random.key(0), x))
-    assert benchmark.count_params(d["params"]) == 1792 + 3 * 36928 + 577
+    assert _count(shapes["params"]) == 1792 + 6 * 110784 + 1731
+    d = jax.eval_shape(
+        lambda: FAMILY.make_discriminator(SPEC, 5).init(jax.random.key(0), x)
+    )
+    assert _count(d["params"]) == 1792 + 3 * 36928 + 577
+    # What each stage adds: block s (with the head and the tail at stage 0).
+    added = [_count(FAMILY.stage_params(shapes["params"], s)) for s in range(6)]
+    assert added == [1792 + 110784 + 1731] + [110784] * 5
+    assert sum(added) == _count(shapes["params"])
 
 
 # -- augmentations ------------------------------------------------------------------
@@ -104,63 +123,60 @@ def test_parameter_counts_at_paper_size():
 
 def test_augmentations_keep_shape_and_range():
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (20, 27, 3)), jnp.float32)
-    always = tc.AugmentSettings(p_colour=1, p_noise=1, p_cutout=1, p_tiles=1)
+    always = dataclasses.replace(
+        Settings.from_config(tiny_config("consingan")).augment,
+        p_colour=1,
+        p_noise=1,
+        p_cutout=1,
+        p_tiles=1,
+    )
     for mode in ("harmonization", "editing"):
         for i in range(4):
-            y = tc.augment(jax.random.key(i), x, mode, always)
+            y = aug.augment(jax.random.key(i), x, mode, always)
             assert y.shape == x.shape
             assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0
             assert float(jnp.abs(y - x).mean()) > 1e-3
     key = jax.random.key(5)
     for y in (
-        tc.colour_transform(key, x),
-        tc.additive_noise(key, x, 0.1),
-        tc.cutout(key, x, 0.4),
-        tc.shuffle_tiles(key, x, 4),
+        aug.colour_transform(key, x),
+        aug.additive_noise(key, x, 0.1),
+        aug.cutout(key, x, 0.4),
+        aug.shuffle_tiles(key, x, 4),
     ):
         assert y.shape == x.shape
         assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0
     # Shuffling permutes 5x6 tiles and leaves the remainder rows/columns in place.
-    y = np.asarray(tc.shuffle_tiles(key, x, 4))
+    y = np.asarray(aug.shuffle_tiles(key, x, 4))
     np.testing.assert_array_equal(y[20:], np.asarray(x)[20:])
     np.testing.assert_array_equal(y[:, 24:], np.asarray(x)[:, 24:])
     np.testing.assert_allclose(np.sort(y.ravel()), np.sort(np.asarray(x).ravel()))
     assert not np.array_equal(y, np.asarray(x))
     # Cut-out: one rectangle of one colour.
-    changed = np.any(np.asarray(tc.cutout(key, x, 0.4)) != np.asarray(x), axis=-1)
+    changed = np.any(np.asarray(aug.cutout(key, x, 0.4)) != np.asarray(x), axis=-1)
     rows, cols = np.where(changed)
     assert changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
 
 
-# -- a tiny trained run ---------------------------------------------------------------
+# -- a tiny trained run (conftest.tiny_consingan_run: 3 stages, train_depth 2) -------
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """(workdir, Run) of configs/consingan.py:tiny (3 stages, train_depth 2)."""
-    workdir = str(tmp_path_factory.mktemp("tiny_consingan"))
-    train.train(tiny_config("consingan"), workdir, progress=False)
-    return workdir, checkpoint.load_run(workdir)
-
-
-def test_run_layout_and_params_per_stage(tiny_run):
-    _, run = tiny_run
+def test_run_layout_and_params_per_stage(tiny_consingan_run):
+    _, run = tiny_consingan_run
     assert run.spec.kind == "consingan" and run.num_stages == 3
     for s, v in enumerate(run.g_vars):
         want = {"head", "tail", *(f"block_{i}" for i in range(s + 1))}
         assert set(v["params"]) == want
-    rows = benchmark.stage_param_counts(run)
-    total = benchmark.count_params(run.g_vars[-1]["params"])
-    assert sum(g for _, g, _ in rows) == total
-    assert (
-        rows[1][1]
-        == rows[2][1]
-        == benchmark.count_params(run.g_vars[2]["params"]["block_2"])
-    )
+    rows = [
+        (s, _count(FAMILY.stage_params(run.g_vars[s]["params"], s)))
+        for s in range(run.num_stages)
+    ]
+    total = _count(run.g_vars[-1]["params"])
+    assert sum(g for _, g in rows) == total
+    assert rows[1][1] == rows[2][1] == _count(run.g_vars[2]["params"]["block_2"])
 
 
-def test_frozen_groups_unchanged_across_a_stage(tiny_run):
-    _, run = tiny_run
+def test_frozen_groups_unchanged_across_a_stage(tiny_consingan_run):
+    _, run = tiny_consingan_run
     before, after = run.g_vars[1]["params"], run.g_vars[2]["params"]
     same = lambda a, b: all(  # noqa: E731
         np.array_equal(x, y)
@@ -175,16 +191,16 @@ def test_frozen_groups_unchanged_across_a_stage(tiny_run):
     assert not same(after["block_1"], after["block_2"])
 
 
-def test_new_block_and_critic_start_as_copies(tiny_run):
-    workdir, run = tiny_run
+def test_new_block_and_critic_start_as_copies(tiny_consingan_run):
+    workdir, run = tiny_consingan_run
     store = checkpoint.RunStore(workdir)
     d_prev = store.load_d_vars(1)
     store.close()
-    cfg = tiny_config("consingan")
-    ts = tc.TrainSettings.from_config(cfg)
-    fns = tc.make_stage_fns(run.spec, run.sizes, 2, ts)
+    s = settings_for("consingan")
+    assert s.model == run.spec
+    fns = make_stage_fns(FAMILY, run.spec, run.sizes, 2, s.train, s.loss, s.augment)
     to_jnp = lambda t: jax.tree.map(jnp.asarray, t)  # noqa: E731
-    state = fns.init_state(train.stage_key(0, 2), run.g_vars[1], to_jnp(d_prev))
+    state = fns.init_state(stage_key(0, 2), run.g_vars[1], to_jnp(d_prev))
     p, prev = state.g_vars["params"], run.g_vars[1]["params"]
     jax.tree.map(np.testing.assert_array_equal, p["block_2"], prev["block_1"])
     for name in prev:
@@ -192,15 +208,15 @@ def test_new_block_and_critic_start_as_copies(tiny_run):
     jax.tree.map(np.testing.assert_array_equal, state.d_vars, d_prev)
 
 
-def test_noise_amp_is_a_tenth_of_the_reconstruction_rmse(tiny_run):
-    _, run = tiny_run
+def test_noise_amp_is_a_tenth_of_the_reconstruction_rmse(tiny_consingan_run):
+    _, run = tiny_consingan_run
     reals = run.reals()
     # Stage 1's generator at its start: stage 0's weights plus a copied block 1,
     # its own amplitude 0, the fixed reconstruction noise.
-    g1 = tc.grow(run.g_vars[0], 1)
+    g1 = consingan.grow(run.g_vars[0], 1)
     amps = [run.noise_amps[0], 0.0]
-    noises = sampling.rec_noises(run.z_rec, run.sizes, 2, run.spec)
-    rec, _ = sampling.pyramid_forward(
+    noises = forward.rec_noises(run.spec, run.z_rec, run.sizes, 2)
+    rec, _ = forward.pyramid_forward(
         run.spec, [None, g1], run.sizes, amps, noises, None, 0, 2
     )
     rmse = float(jnp.sqrt(jnp.mean((rec - reals[1]) ** 2)))
@@ -208,14 +224,14 @@ def test_noise_amp_is_a_tenth_of_the_reconstruction_rmse(tiny_run):
     np.testing.assert_array_equal(run.z_rec, reals[0])  # generation: the real image
 
 
-def test_vmapped_sample_equals_alone_and_sizes(tiny_run):
-    _, run = tiny_run
+def test_vmapped_sample_equals_alone_and_sizes(tiny_consingan_run):
+    _, run = tiny_consingan_run
     key = jax.random.key(3)
     batch = np.asarray(sampling.sample(run, key, 3))
     f = jax.jit(sampling.make_sampler(run.spec, run.sizes, 0, run.num_stages))
     amps = jnp.asarray(run.noise_amps)
     for i, k in enumerate(jax.random.split(key, 3)):
-        alone = np.asarray(f(k[None], run.g_vars, amps, 0))
+        alone = np.asarray(f(k[None], run.g_vars, amps, jnp.zeros((1, 1, 3))))
         np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
     assert np.abs(batch[0] - batch[1]).mean() > 1e-3
     h, w = run.sizes[-1]
@@ -224,27 +240,45 @@ def test_vmapped_sample_equals_alone_and_sizes(tiny_run):
     assert np.isfinite(np.asarray(wide)).all()
 
 
-def test_generic_noise_is_refused_with_a_message(tiny_run):
-    _, run = tiny_run
-    noises = sampling.stage_noises(jax.random.key(0), run.sizes, 0, 3)  # no spec
+def test_generic_noise_is_refused_with_a_message(tiny_consingan_run):
+    _, run = tiny_consingan_run
+    # SinGAN's noise (3 channels at every stage) where ConSinGAN takes features.
+    singan = model_spec("singan")
+    noises = forward.stage_noises(singan, jax.random.key(0), run.sizes, 0, 3)
     with pytest.raises(UserError, match="ConSinGAN noise of stage 1"):
-        sampling.pyramid_forward(
+        forward.pyramid_forward(
             run.spec, run.g_vars, run.sizes, run.noise_amps, noises, None, 0, 3
         )
+    # Its own noise passes.
+    noises = forward.stage_noises(run.spec, jax.random.key(0), run.sizes, 0, 3)
+    assert noises[1].shape == consingan.noise_shape(run.spec, run.sizes[1], 1)
+    out, attns = forward.pyramid_forward(
+        run.spec, run.g_vars, run.sizes, run.noise_amps, noises, None, 0, 3
+    )
+    assert out.shape == (*run.sizes[2], 3) and attns == []
 
 
-def test_animation_starts_at_the_reconstruction(tiny_run):
-    _, run = tiny_run
+def test_noise_error_names_the_current_api(tiny_consingan_run):
+    _, run = tiny_consingan_run
+    z = jnp.zeros((*run.sizes[1], 3))
+    with pytest.raises(UserError, match=r"forward\.draw_noise\(run\.spec, key"):
+        consingan.check_noise(run.spec, z, run.sizes[1], 1)
+
+
+def test_animation_starts_at_the_reconstruction(tiny_consingan_run):
+    from agan_jax import applications
+
+    _, run = tiny_consingan_run
     frames = applications.animate(run, jax.random.key(0), frames=3)
     assert frames.shape == (3, *run.sizes[-1], 3)
     np.testing.assert_allclose(frames[0], sampling.reconstruct(run), atol=1e-5)
     assert np.abs(frames[2] - frames[0]).mean() > 1e-4
 
 
-def test_resume_equals_uninterrupted(tiny_run, tmp_path):
+def test_resume_equals_uninterrupted(tiny_consingan_run, tmp_path):
     # The run with its last stage deleted, trained again: resumes at stage 2 from
     # the saved stages 0 and 1 and reproduces the uninterrupted run exactly.
-    workdir, run = tiny_run
+    workdir, run = tiny_consingan_run
     copy = str(tmp_path / "resumed")
     shutil.copytree(workdir, copy)
     shutil.rmtree(os.path.join(copy, "checkpoints", "2"))
@@ -255,14 +289,14 @@ def test_resume_equals_uninterrupted(tiny_run, tmp_path):
         jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_fine_tune_changes_only_the_last_stage(tiny_run, tmp_path):
-    workdir, run = tiny_run
+def test_fine_tune_changes_only_the_last_stage(tiny_consingan_run, tmp_path):
+    workdir, run = tiny_consingan_run
     naive = np.array(run.real)
     naive[5:15, 5:15] = [1.0, -1.0, -1.0]  # a pasted red square
     path = str(tmp_path / "naive.png")
     image_io.save_image(path, naive)
     out = str(tmp_path / "ft")
-    tuned = tc.fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
+    tuned = fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
     assert (
         tuned.workdir == os.path.abspath(out) and tuned.meta["fine_tune"]["iters"] == 2
     )
@@ -276,7 +310,7 @@ def test_fine_tune_changes_only_the_last_stage(tiny_run, tmp_path):
     again = checkpoint.load_run(workdir)
     jax.tree.map(np.testing.assert_array_equal, again.g_vars[-1], run.g_vars[-1])
     with pytest.raises(UserError, match="already exists"):
-        tc.fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
+        fine_tune(None, workdir, path, iters=2, out_workdir=out, progress=False)
 
 
 def _stage0(update_rule: str, g_steps: int):
@@ -286,16 +320,21 @@ def _stage0(update_rule: str, g_steps: int):
         cfg.train.update_rule = update_rule
         cfg.train.g_steps = g_steps
         cfg.train.adam_eps = 1.0
-    spec = ModelSpec.from_config(cfg)
-    ts = tc.TrainSettings.from_config(cfg)
+    s = Settings.from_config(cfg)
     sizes = [(16, 20)]
     real = jax.random.uniform(jax.random.key(1), (*sizes[0], 3), minval=-1, maxval=1)
-    fns = tc.make_stage_fns(spec, sizes, 0, ts)
-    state = fns.init_state(train.stage_key(0, 0))
-    data = tc.ConStageData(
+    fns = make_stage_fns(FAMILY, s.model, sizes, 0, s.train, s.loss, s.augment)
+    state = fns.init_state(stage_key(0, 0))
+    z_rec = FAMILY.stage0_rec(s.model, s.seed, sizes, state.g_vars, real)
+    rec_inputs, rmse = fns.prepare(state.g_vars, (), jnp.zeros((0,)), z_rec, real)
+    # Generation mode: the head reconstructs from the real coarsest image.
+    assert len(rec_inputs) == 1 and noise_amp(s.loss, rmse) == 1.0
+    np.testing.assert_array_equal(rec_inputs[0], real)
+    data = StageData(
         real=real,
         amps=jnp.ones((1,), jnp.float32),
-        rec_inputs=(real,),
+        rec_inputs=rec_inputs,
+        lower_vars=(),
         source=real,
     )
     return fns, state, data
@@ -348,13 +387,25 @@ def test_fresh_rule_takes_g_steps_gradients():
     assert int(new.step) == int(after_d.step) + 1
 
 
-def test_consingan_rule_is_refused_for_singan(tmp_path):
-    cfg = tiny_config("singan")
+@pytest.mark.parametrize("kind", ["singan", "agan"])
+def test_consingan_rule_is_refused_for_singan(tmp_path, kind):
+    cfg = tiny_config(kind)
     with cfg.unlocked():
         cfg.train.update_rule = "consingan"
-    with pytest.raises(UserError, match="ConSinGAN's rule"):
+    message = (
+        f"update_rule='consingan' is not a rule of {kind}, which trains with fresh"
+    )
+    with pytest.raises(UserError, match=message):
         train.train(cfg, str(tmp_path), progress=False)
     assert os.listdir(tmp_path) == []
+    s = Settings.from_config(cfg)
+    with pytest.raises(UserError, match=message):
+        make_stage_fns(families.of(s.model), s.model, [(16, 20)], 0, s.train, s.loss)
+
+
+def _rule(config) -> str:
+    s = Settings.from_config(config)
+    return resolve_rule(families.of(s.model), s.model, s.train)
 
 
 def test_update_rule_auto_by_model_and_batch_norm():
@@ -362,14 +413,17 @@ def test_update_rule_auto_by_model_and_batch_norm():
     diverged) and for SinGAN/AGAN."""
     from configs import consingan as con_cfg
 
-    assert tc.TrainSettings.from_config(tiny_config("consingan")).update_rule == (
-        "consingan"
-    )
+    assert tiny_config("consingan").train.update_rule == "auto"
+    assert _rule(tiny_config("consingan")) == "consingan"
     cfg = tiny_config("consingan")
     cfg.model.batch_norm = True
-    assert tc.TrainSettings.from_config(cfg).update_rule == "fresh"
+    assert _rule(cfg) == "fresh"
     harm = con_cfg.get_config("harmonization,tiny")
-    assert tc.TrainSettings.from_config(harm).update_rule == "fresh"
-    assert tc.TrainSettings.from_config(tiny_config("agan")).update_rule == "fresh"
+    assert _rule(harm) == "fresh"
+    assert _rule(tiny_config("agan")) == "fresh"
+    assert _rule(tiny_config("singan")) == "fresh"
     cfg.train.update_rule = "consingan"
-    assert tc.TrainSettings.from_config(cfg).update_rule == "consingan"
+    assert _rule(cfg) == "consingan"
+    cfg = tiny_config("consingan")
+    cfg.train.update_rule = "fresh"
+    assert _rule(cfg) == "fresh"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agan_jax import losses
-from agan_jax.models import Discriminator
+from agan_jax.models.singan import Discriminator
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

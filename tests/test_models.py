@@ -3,8 +3,6 @@ warm start in agan_jax.state."""
 
 from __future__ import annotations
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,18 +10,15 @@ import pytest
 from flax import linen as nn
 
 from agan_jax.errors import UserError
-from agan_jax.models import (
-    AGANGenerator,
-    Discriminator,
-    ModelSpec,
-    SinGANGenerator,
-    make_discriminator,
-    make_generator,
-)
-from agan_jax.models.agan import attention_blend
+from agan_jax.models import families
+from agan_jax.models.agan import AGANGenerator, attention_blend
 from agan_jax.models.layers import ConvBlock, ConvStack
+from agan_jax.models.singan import Discriminator, SinGANGenerator
+from agan_jax.settings import ModelSpec, Settings
 from agan_jax.state import same_shapes, warm_start
+from tests.conftest import model_spec, tiny_config
 
+SINGAN, AGAN = families.get("singan"), families.get("agan")
 H, W = 20, 24
 PAD = 5  # 5 layers of 3x3 valid convolutions
 
@@ -201,10 +196,10 @@ def _leaves_by_suffix(tree, suffix: str):
 
 
 def test_init_distributions():
-    spec = ModelSpec(kind="agan", nfc=32, nfc_growth=4, max_nfc=128)
+    spec = model_spec("agan", None, nfc=32, nfc_growth=4, max_nfc=128)
     assert spec.width(9) == 128
     prev, z = _inputs(5, h=11, w=11)
-    gen = make_generator(spec, 9)
+    gen = AGAN.make_generator(spec, 9)
     variables = _init_gen(gen, prev, z)
 
     kernels = _leaves_by_suffix(variables["params"], "['kernel']")
@@ -299,24 +294,26 @@ def test_convblock_without_batchnorm_has_no_stats():
 
 
 def test_modelspec_width_schedule():
-    spec = ModelSpec(nfc=32, nfc_growth=4, max_nfc=128)
+    spec = model_spec(nfc=32, nfc_growth=4, max_nfc=128)
     assert [spec.width(s) for s in range(10)] == [
         32, 32, 32, 32, 64, 64, 64, 64, 128, 128,
     ]  # fmt: skip
-    assert ModelSpec(nfc=8, nfc_growth=2, max_nfc=16).width(7) == 16
-    assert ModelSpec(num_layers=5, kernel=3).pad == 5
+    assert model_spec(nfc=8, nfc_growth=2, max_nfc=16).width(7) == 16
+    assert model_spec(num_layers=5, kernel=3).pad == 5
+    assert model_spec(num_layers=4, kernel=5).pad == 8
 
 
 def test_make_generator_and_discriminator():
-    agan = ModelSpec(kind="agan", nfc=32, nfc_growth=4, max_nfc=128)
-    singan = ModelSpec(kind="singan", nfc=32, nfc_growth=4, max_nfc=128)
-    assert type(make_generator(agan, 0)) is SinGANGenerator
+    agan = model_spec("agan", None, nfc=32, nfc_growth=4, max_nfc=128)
+    singan = model_spec("singan", None, nfc=32, nfc_growth=4, max_nfc=128)
+    assert families.of(agan) is AGAN and families.of(singan) is SINGAN
+    assert type(AGAN.make_generator(agan, 0)) is SinGANGenerator
     for s in (1, 2, 5, 9):
-        g = make_generator(agan, s)
+        g = AGAN.make_generator(agan, s)
         assert type(g) is AGANGenerator
         assert g.features == agan.width(s)
     for s in range(10):
-        g = make_generator(singan, s)
+        g = SINGAN.make_generator(singan, s)
         assert type(g) is SinGANGenerator
         assert (g.features, g.num_layers, g.kernel, g.batch_norm) == (
             singan.width(s),
@@ -324,11 +321,24 @@ def test_make_generator_and_discriminator():
             3,
             True,
         )
-    d = make_discriminator(agan, 6)
+    d = AGAN.make_discriminator(agan, 6)
     assert type(d) is Discriminator and d.features == 64
+    assert SINGAN.attention is False and AGAN.attention is True
+
+
+def test_family_registry():
+    assert families.KINDS == tuple(families.FAMILIES) == ("singan", "agan", "consingan")
+    for kind in families.KINDS:
+        assert families.get(kind).kind == kind
+    with pytest.raises(UserError, match="unknown model kind 'vae'.*singan"):
+        families.get("vae")
+    con = model_spec("consingan", mode="zoom")
+    with pytest.raises(UserError, match="unknown model.mode 'zoom'"):
+        families.of(con)
 
 
 def _config(**overrides):
+    config = tiny_config("agan")
     model = dict(
         kind="agan",
         nfc=16,
@@ -339,17 +349,18 @@ def _config(**overrides):
         batch_norm=False,
     )
     model.update(overrides)
-    return types.SimpleNamespace(model=types.SimpleNamespace(**model))
+    config.model.update(model)
+    return config
 
 
 def test_modelspec_from_config():
-    spec = ModelSpec.from_config(_config())
-    assert spec == ModelSpec("agan", 16, 3, 64, 4, 3, False)
+    spec = Settings.from_config(_config()).model
+    assert spec == ModelSpec("agan", 16, 3, 64, 4, 3, False, 3, 0.1, "generation", 0.05)
     assert spec.pad == 4
     with pytest.raises(UserError, match="unknown model kind 'stylegan'"):
-        ModelSpec.from_config(_config(kind="stylegan"))
+        families.of(Settings.from_config(_config(kind="stylegan")).model)
     with pytest.raises(UserError, match="num_layers"):
-        ModelSpec.from_config(_config(num_layers=1))
+        Settings.from_config(_config(num_layers=1))
 
 
 # --- warm start ---------------------------------------------------------------------
@@ -392,11 +403,11 @@ def test_warm_start_copies_matching_submodules_only():
 
 
 def test_warm_start_agan_stage1_from_singan_stage0():
-    spec = ModelSpec(kind="agan", nfc=8, nfc_growth=4, max_nfc=16)
+    spec = model_spec("agan", nfc=8, nfc_growth=4, max_nfc=16)
     assert spec.width(0) == spec.width(1) == 8
     prev, z = _inputs(8, h=12, w=12)
-    old = _init_gen(make_generator(spec, 0), prev, z, seed=1)
-    new = _init_gen(make_generator(spec, 1), prev, z, seed=2)
+    old = _init_gen(AGAN.make_generator(spec, 0), prev, z, seed=1)
+    new = _init_gen(AGAN.make_generator(spec, 1), prev, z, seed=2)
     assert set(old["params"]) == {"G_A"} and set(new["params"]) == {"G_A", "G_B"}
 
     out = jax.jit(warm_start)(new, old)
@@ -420,8 +431,8 @@ def test_warm_start_agan_stage1_from_singan_stage0():
     assert np.abs(np.asarray(fresh_a - old_a)).max() > 1e-3
 
     # Across a width change (stage 3 -> 4: 8 -> 16 features) nothing is copied.
-    g3 = _init_gen(make_generator(spec, 3), prev, z, seed=3)
-    g4 = _init_gen(make_generator(spec, 4), prev, z, seed=4)
+    g3 = _init_gen(AGAN.make_generator(spec, 3), prev, z, seed=3)
+    g4 = _init_gen(AGAN.make_generator(spec, 4), prev, z, seed=4)
     out = warm_start(g4, g3)
     for a, n in zip(jax.tree.leaves(out), jax.tree.leaves(g4), strict=True):
         np.testing.assert_array_equal(a, n)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 from agan_jax import pyramid
 from agan_jax.errors import UserError
+from agan_jax.settings import DataSettings, PyramidSettings, Settings
 
 AGAN = ("cos", "quad", "circ")
 
@@ -169,34 +169,37 @@ def test_num_geometric_stages_singan_formula():
     assert pyramid.num_geometric_stages((26, 26), 25, 250) == 3
 
 
-def test_stage_sizes_from_config():
-    cfg = types.SimpleNamespace(
-        pyramid=types.SimpleNamespace(schedule="quad", num_stages=6),
-        data=types.SimpleNamespace(min_size=25, max_size=250),
-    )
-    sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
+def _sizes_for(schedule, num_stages, r0, finest_hw, original_hw):
+    pyr = PyramidSettings(schedule=schedule, num_stages=num_stages, r0=r0)
+    data = DataSettings(image="x.png", max_size=250, min_size=25, min_size_ratio=0.0)
+    return pyramid.stage_sizes_for(pyr, data, finest_hw, original_hw)
+
+
+def test_stage_sizes_for_settings():
+    sizes = _sizes_for("quad", 6, 0.75, (250, 188), (250, 188))
     assert sizes == HAND_SIZES_250x188["quad"]
 
-    cfg.pyramid.schedule = "geometric"  # num_stages ignored; r0 defaults to 0.75
-    sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
+    # geometric: num_stages ignored, the count comes from r0 (0.75).
+    sizes = _sizes_for("geometric", 6, 0.75, (250, 188), (250, 188))
     assert len(sizes) == 10
     assert sizes == pyramid.stage_sizes("geometric", (250, 188), 10, 25)
 
-    cfg.pyramid.r0 = 0.5  # ceil(log(25/188)/log(.5)) = ceil(2.91) = 3, + 2 = 5 stages
-    sizes = pyramid.stage_sizes_from_config(cfg, (250, 188), (250, 188))
+    # r0 = 0.5: ceil(log(25/188)/log(.5)) = ceil(2.91) = 3, + 2 = 5 stages
+    sizes = _sizes_for("geometric", 6, 0.5, (250, 188), (250, 188))
     assert len(sizes) == 5
+    with pytest.raises(UserError, match="unknown pyramid schedule 'cosine'"):
+        _sizes_for("cosine", 6, 0.75, (250, 188), (250, 188))
 
 
-def test_stage_sizes_from_config_dict():
-    ml_collections = pytest.importorskip("ml_collections")
-    cfg = ml_collections.ConfigDict(
-        {
-            "pyramid": {"schedule": "geometric", "num_stages": 6, "r0": 0.75},
-            "data": {"min_size": 25, "max_size": 250},
-        }
-    )
+def test_stage_sizes_from_config():
+    from configs import default
+
+    cfg = default.get_config()
+    cfg.pyramid.schedule, cfg.pyramid.num_stages, cfg.pyramid.r0 = "geometric", 6, 0.75
+    cfg.data.min_size, cfg.data.max_size = 25, 250
+    s = Settings.from_config(cfg)
     # 600x243 original, resized to 250x101 for training.
-    sizes = pyramid.stage_sizes_from_config(cfg, (250, 101), (600, 243))
+    sizes = pyramid.stage_sizes_for(s.pyramid, s.data, (250, 101), (600, 243))
     assert len(sizes) == 6
     assert sizes[-1] == (250, 101)
     assert min(sizes[0]) == 25

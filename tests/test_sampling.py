@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agan_jax import pyramid, sampling
+from agan_jax import forward, pyramid, sampling
 from agan_jax.errors import UserError
+from agan_jax.models import families, singan
 
 
 def test_vmapped_sample_equals_sample_drawn_alone(tiny_agan_run):
@@ -16,10 +17,11 @@ def test_vmapped_sample_equals_sample_drawn_alone(tiny_agan_run):
     key = jax.random.key(3)
     batch = np.asarray(sampling.sample(run, key, 4))
     keys = jax.random.split(key, 4)
-    f = jax.jit(sampling.make_sampler(run.gens, run.sizes, 0, run.num_stages))
+    f = jax.jit(sampling.make_sampler(run.spec, run.sizes, 0, run.num_stages))
+    base = jnp.zeros((1, 1, 3), jnp.float32)
     for i in range(4):
         alone = np.asarray(
-            f(keys[i : i + 1], run.g_vars, jnp.asarray(run.noise_amps), 0)
+            f(keys[i : i + 1], run.g_vars, jnp.asarray(run.noise_amps), base)
         )
         np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
     # The samples differ from each other.
@@ -63,12 +65,11 @@ def test_start_stage_uses_reconstruction_below(tiny_agan_run):
     # Independent recomputation: the reconstruction up to stage s-1, then stage s
     # with the noise of sample i's key.
     base = sampling.reconstruct(run, s)
+    gen = families.of(run.spec).make_generator(run.spec, s)
     for i, k in enumerate(jax.random.split(key, 3)):
-        z = sampling.draw_noise(jax.random.fold_in(k, s), run.sizes[s], s)
+        z = forward.draw_noise(run.spec, jax.random.fold_in(k, s), run.sizes[s], s)
         prev = pyramid.resize(base, run.sizes[s])
-        ref, _ = sampling.apply_stage(
-            run.gens[s], run.g_vars[s], prev, z, run.noise_amps[s]
-        )
+        ref, _ = singan.apply_stage(gen, run.g_vars[s], prev, z, run.noise_amps[s])
         np.testing.assert_allclose(out[i], ref, atol=1e-5)
     # Fresh noise only at the finest stage varies less than fresh noise everywhere.
     spread = lambda x: float(np.asarray(x).std(axis=0).mean())  # noqa: E731
@@ -93,3 +94,51 @@ def test_attention_maps(tiny_agan_run, tiny_singan_run):
     _, srun = tiny_singan_run
     _, attns = sampling.sample(srun, jax.random.key(0), 2, with_attention=True)
     assert attns == []
+
+
+def test_sampler_cache_compiles_once_per_shape(tiny_singan_run):
+    _, run = tiny_singan_run
+    sampler = sampling.Sampler(run)
+    assert sampler.cache == {}
+    key = jax.random.key(4)
+    a = sampler.sample(key, 3, batch_size=2)
+    entries = dict(sampler.cache)
+    assert len(entries) == 1
+    b = sampler.sample(key, 3, batch_size=2)
+    # The same call reuses the compiled function: nothing new in the cache.
+    assert sampler.cache.keys() == entries.keys()
+    assert all(sampler.cache[k] is f for k, f in entries.items())
+    np.testing.assert_array_equal(a, b)
+    # The module-level function (a fresh Sampler) gives the same samples.
+    np.testing.assert_allclose(a, sampling.sample(run, key, 3, batch_size=2), atol=1e-6)
+    assert sampling.as_sampler(sampler) is sampler
+    # Another output size, or a start stage (which adds the reconstruction below
+    # it), is one more entry each.
+    sampler.sample(key, 3, batch_size=2, scale=(1.5, 1.0))
+    assert len(sampler.cache) == 2
+    sampler.sample(key, 3, batch_size=2, start_stage=1)
+    assert len(sampler.cache) == 4
+    np.testing.assert_allclose(
+        sampler.reconstruct(), sampling.reconstruct(run), atol=1e-6
+    )
+    assert len(sampler.cache) == 5
+    with pytest.raises(UserError, match="stop_stage=3 is outside"):
+        sampler.check_stage(run.num_stages, "stop_stage")
+
+
+def test_reconstruction_matches_pyramid_forward(tiny_agan_run):
+    """reconstruct(run, stop): z* at stage 0, zero noise above, through
+    forward.pyramid_forward."""
+    _, run = tiny_agan_run
+    for stop in range(1, run.num_stages + 1):
+        noises = forward.rec_noises(run.spec, run.z_rec, run.sizes, stop)
+        assert len(noises) == stop
+        for s in range(1, stop):
+            np.testing.assert_array_equal(noises[s], np.zeros((*run.sizes[s], 3)))
+        ref, attns = forward.pyramid_forward(
+            run.spec, run.g_vars, run.sizes, run.noise_amps, noises, None, 0, stop
+        )
+        assert len(attns) == stop - 1  # AGAN: one attention map per stage above 0
+        out = sampling.reconstruct(run, stop)
+        assert out.shape == (*run.sizes[stop - 1], 3)
+        np.testing.assert_allclose(out, ref, atol=1e-5)

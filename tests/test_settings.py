@@ -134,7 +134,11 @@ def test_only_settings_reads_the_config():
 
 def test_kind_checks_live_in_the_registry_only():
     kinds = "|".join(families.FAMILIES)
-    pattern = re.compile(rf"(==|!=)\s*[\"']({kinds})[\"']|\.kind\s+(not\s+)?in\b")
+    pattern = re.compile(
+        rf"\bkind\s*(==|!=)\s*[\"']({kinds})[\"']"
+        rf"|[\"']({kinds})[\"']\s*(==|!=)\s*[\w.]*\bkind\b"
+        r"|\.kind\s+(not\s+)?in\b"
+    )
     offenders = [
         path
         for path, text in _package_sources()

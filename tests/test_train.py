@@ -13,32 +13,44 @@ import numpy as np
 import pytest
 
 from agan_jax import checkpoint, pyramid, sampling, train
-from agan_jax.models import ModelSpec
+from agan_jax.errors import UserError
+from agan_jax.models import families
+from agan_jax.settings import ModelSpec, Settings, TrainSettings
 from agan_jax.state import StageData
-from tests.conftest import tiny_config
+from agan_jax.train.loop import noise_amp, stage_key
+from agan_jax.train.runner import make_runner, resolve_compile_unit, run_stage
+from agan_jax.train.updates import make_stage_fns
+from tests.conftest import loss_settings, model_spec, tiny_config, train_settings
 
 SIZES = [(16, 22), (20, 27)]
 
 
-def _stage0(spec: ModelSpec, ts: train.TrainSettings, seed: int = 0):
+def _stage0(spec: ModelSpec, ts: TrainSettings, seed: int = 0):
     """Stage-0 functions, a fresh state and constant data on a smooth image."""
-    fns = train.make_stage_fns(spec, SIZES, 0, ts)
+    family = families.of(spec)
+    fns = make_stage_fns(family, spec, SIZES, 0, ts, loss_settings(spec.kind))
     h, w = SIZES[0]
     yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    real = np.stack([xx, yy, xx * yy], -1).astype(np.float32) * 0.8
+    real = jnp.asarray(np.stack([xx, yy, xx * yy], -1).astype(np.float32) * 0.8)
+    state = fns.init_state(stage_key(seed, 0))
+    z_rec = family.stage0_rec(spec, seed, SIZES, state.g_vars, real)
+    rec_inputs, rmse = fns.prepare(state.g_vars, (), jnp.zeros((0,)), z_rec, real)
+    # Stage 0 reconstructs from zeros plus the fixed noise z*, at amplitude 1.
+    np.testing.assert_array_equal(rec_inputs[0], np.zeros((h, w, 3)))
+    np.testing.assert_array_equal(rec_inputs[1], z_rec)
+    assert rmse is None and noise_amp(loss_settings(spec.kind), rmse) == 1.0
     data = StageData(
-        real=jnp.asarray(real),
-        rec_prev=jnp.zeros((h, w, 3)),
-        z_rec=train.rec_noise(seed, (h, w)),
-        noise_amp=jnp.float32(1.0),
+        real=real,
+        amps=jnp.ones((1,), jnp.float32),
+        rec_inputs=rec_inputs,
         lower_vars=(),
-        lower_amps=jnp.zeros((0,)),
+        source=real,
     )
-    return fns, fns.init_state(train.stage_key(seed, 0)), data
+    return fns, state, data
 
 
 def _run(fns, ts, state, data, iters):
-    runner = train.make_runner(fns, ts, state, data)
+    runner = make_runner(fns, ts, state, data)
     k = max(runner)
     metrics = []
     for _ in range(iters // k):
@@ -47,13 +59,25 @@ def _run(fns, ts, state, data, iters):
     return state, metrics
 
 
-SPEC = ModelSpec(kind="singan", nfc=8, max_nfc=8)
+SPEC = model_spec("singan", nfc=8, max_nfc=8)
+
+
+def test_stage0_reconstruction_noise_is_fixed_by_the_seed():
+    """z* of stage 0: one noise channel shared by RGB, drawn from the run's seed."""
+    family = families.get("singan")
+    a = family.stage0_rec(SPEC, 0, SIZES, None, None)
+    assert a.shape == (*SIZES[0], 3)
+    np.testing.assert_array_equal(a[..., 0], a[..., 1])
+    np.testing.assert_array_equal(a[..., 0], a[..., 2])
+    np.testing.assert_array_equal(a, family.stage0_rec(SPEC, 0, SIZES, None, None))
+    other = family.stage0_rec(SPEC, 1, SIZES, None, None)
+    assert np.abs(np.asarray(a - other)).max() > 1e-3
 
 
 @pytest.mark.parametrize("unit", ["update", "iteration"])
 def test_step_traces_once_per_stage(unit):
     # One critic and one generator update per iteration keeps the fused program small.
-    ts = train.TrainSettings(
+    ts = train_settings(
         iters=4, compile_unit=unit, steps_per_call=2, d_steps=1, g_steps=1
     )
     fns, state, data = _stage0(SPEC, ts)
@@ -72,7 +96,7 @@ def test_update_and_iteration_units_agree():
     # Adam's first steps are ~lr * sign(grad): float noise in near-zero gradients
     # flips signs. A large epsilon makes the update linear in the gradient, so the
     # comparison measures the programs, not Adam's amplification of rounding.
-    ts_u = train.TrainSettings(
+    ts_u = train_settings(
         iters=3, compile_unit="update", adam_eps=1.0, d_steps=2, g_steps=1
     )
     ts_i = dataclasses.replace(ts_u, compile_unit="iteration", steps_per_call=1)
@@ -86,25 +110,28 @@ def test_update_and_iteration_units_agree():
 
 def test_auto_compile_unit_by_backend_stage_and_size():
     big, small = 62 * 82, 62 * 82 - 1
-    assert train.resolve_compile_unit("update", 3, big) == "update"
-    assert train.resolve_compile_unit("iteration", 0, small) == "iteration"
+    # SinGAN/AGAN fuse an iteration on CPU from 62x82 px up; ConSinGAN always.
+    singan = families.get("singan").fuse_min_pixels
+    assert singan == families.get("agan").fuse_min_pixels == big
+    assert families.get("consingan").fuse_min_pixels == 0
+    assert resolve_compile_unit("update", 3, big, singan) == "update"
+    assert resolve_compile_unit("iteration", 0, small, singan) == "iteration"
     if jax.default_backend() == "cpu":
-        assert train.resolve_compile_unit("auto", 0, big) == "update"
-        assert train.resolve_compile_unit("auto", None, big) == "update"
-        assert train.resolve_compile_unit("auto", 1, small) == "update"
-        assert train.resolve_compile_unit("auto", 1, big) == "iteration"
-        assert train.resolve_compile_unit("auto", 1, 100, min_pixels=0) == "iteration"
+        assert resolve_compile_unit("auto", 0, big, singan) == "update"
+        assert resolve_compile_unit("auto", None, big, singan) == "update"
+        assert resolve_compile_unit("auto", 1, small, singan) == "update"
+        assert resolve_compile_unit("auto", 1, big, singan) == "iteration"
+        assert resolve_compile_unit("auto", 1, 100, min_pixels=0) == "iteration"
+        assert resolve_compile_unit("auto", 1, small) == "iteration"  # default 0
     else:
-        assert train.resolve_compile_unit("auto", 0, small) == "iteration"
-    with pytest.raises(train.UserError, match="compile_unit must be"):
-        train.resolve_compile_unit("stage", 0)
+        assert resolve_compile_unit("auto", 0, small, singan) == "iteration"
+    with pytest.raises(ValueError, match="compile unit must be one of"):
+        resolve_compile_unit("stage", 0)
 
 
 def test_jvp_penalty_matches_double_grad_in_training():
     """The cheap penalty gradient trains exactly like the grad-of-grad reference."""
-    ts_j = train.TrainSettings(
-        iters=2, compile_unit="update", gp_mode="jvp", adam_eps=1.0
-    )
+    ts_j = train_settings(iters=2, compile_unit="update", gp_mode="jvp", adam_eps=1.0)
     ts_d = dataclasses.replace(ts_j, gp_mode="double_grad")
     runs = []
     for ts in (ts_j, ts_d):
@@ -120,7 +147,7 @@ def test_cpu_compile_level_trains_like_xla_default():
     """LLVM O1 (the CPU default, agan_jax.compiler) gives O2's result."""
     from agan_jax import compiler
 
-    ts_auto = train.TrainSettings(
+    ts_auto = train_settings(
         iters=2, compile_unit="update", adam_eps=1.0, d_steps=2, g_steps=1
     )
     ts_o2 = dataclasses.replace(ts_auto, xla_opt_level=2)
@@ -143,19 +170,19 @@ def test_cpu_compile_level_trains_like_xla_default():
         ("xla_backend_opt_level", 5, "xla_backend_opt_level must be -1"),
         ("update_rule", "stale", "update_rule must be one of"),
         ("gp_mode", "hessian", "gp_mode must be"),
+        ("compile_unit", "stage", "train.compile_unit must be"),
+        ("adam_eps", -1.0, "train.adam_eps must be a positive number"),
     ],
 )
 def test_bad_train_settings_are_named(key, value, message):
-    from agan_jax.errors import UserError
-
     cfg = tiny_config("singan")
     cfg.train[key] = value
     with pytest.raises(UserError, match=message):
-        train.TrainSettings.from_config(cfg)
+        Settings.from_config(cfg)
 
 
 def test_reconstruction_loss_falls():
-    ts = train.TrainSettings(iters=60, compile_unit="update")
+    ts = train_settings(iters=60, compile_unit="update")
     fns, state, data = _stage0(SPEC, ts)
     _, metrics = _run(fns, ts, state, data, 60)
     rec = [float(m["rec"]) for m in metrics]
@@ -163,12 +190,12 @@ def test_reconstruction_loss_falls():
 
 
 def test_nonfinite_loss_stops_with_stage_and_iteration(tmp_path):
-    ts = train.TrainSettings(iters=4, compile_unit="update", log_every=2)
+    ts = train_settings(iters=4, compile_unit="update", log_every=2)
     fns, state, data = _stage0(SPEC, ts)
     data = data.replace(real=data.real.at[0, 0, 0].set(jnp.nan))
     with pytest.raises(train.TrainingDiverged, match=r"stage 0, iteration 2"):
-        runners = train.make_runner(fns, ts, state, data)
-        train.train_stage(
+        runners = make_runner(fns, ts, state, data)
+        run_stage(
             state, data, runners, ts, 0, 1, SIZES[0], str(tmp_path / "m.jsonl"), False
         )
 
@@ -207,3 +234,10 @@ def test_run_outputs(tiny_agan_run):
     meta = json.load(open(os.path.join(workdir, "run.json")))
     assert meta["kind"] == "agan" and meta["schedule"] == "circ"
     assert meta["sizes"] == [list(s) for s in run.sizes]
+
+
+def test_noise_amp_is_one_at_stage0_else_base_times_rmse():
+    ls = loss_settings("singan", noise_amp_base=0.1)
+    assert noise_amp(ls, None) == 1.0
+    amp = noise_amp(ls, jnp.float32(0.25))
+    assert isinstance(amp, float) and amp == 0.1 * 0.25

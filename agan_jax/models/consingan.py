@@ -234,7 +234,7 @@ def check_noise(spec, z: jax.Array, hw, stage: int) -> None:
         raise UserError(
             f"ConSinGAN noise of stage {stage} must have shape {want} for a "
             f"{hw[0]}x{hw[1]} stage, got {tuple(z.shape)}; draw it with "
-            "sampling.draw_noise(key, hw, stage, spec=run.spec) (ConSinGAN noise "
+            "forward.draw_noise(run.spec, key, hw, stage) (ConSinGAN noise "
             f"has {spec.nfc} feature channels above stage 0)"
         )
 
