@@ -136,7 +136,9 @@ def load_image(
 
     Grayscale is replicated to 3 channels, palette and CMYK are converted, alpha is
     dropped (with a warning when not fully opaque), 16-bit data is scaled from
-    0..65535. If the longer side exceeds `max_size` it is resized to `max_size`;
+    0..65535. If the longer side exceeds `max_size` the image is resized by
+    max_size / longer side (`pyramid.finest_size`: sides rounded up, as official
+    SinGAN and ConSinGAN do);
     a shorter side below `min_size` (after resizing) is a UserError.
     """
     _check_size_arg("max_size", max_size)
@@ -157,11 +159,8 @@ def load_image(
     image = (x * 2.0 - 1.0).astype(np.float32)
     h, w = image.shape[:2]
     if max_size is not None and max(h, w) > max_size:
-        scale = max_size / max(h, w)
-        if h >= w:
-            hw = (max_size, max(1, round(w * scale)))
-        else:
-            hw = (max(1, round(h * scale)), max_size)
+        # The official programs' size rule: ceil of the scaled sides.
+        hw = pyramid.finest_size((h, w), max_size)
         image = np.array(pyramid.resize(image, hw), dtype=np.float32)
         image = np.clip(image, -1.0, 1.0)
     if min_size is not None and min(image.shape[:2]) < min_size:

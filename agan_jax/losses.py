@@ -28,15 +28,20 @@ def reconstruction(rec: jax.Array, real: jax.Array) -> jax.Array:
     return jnp.mean((rec - real) ** 2)
 
 
-def total_variation(x: jax.Array) -> jax.Array:
-    """AGAN eq. 13, reduced by the mean over its terms.
+def total_variation(x: jax.Array, reduction: str = "mean") -> jax.Array:
+    """AGAN eq. 13: squared differences of adjacent pixels of an HWC image.
 
-    For an HWC image, the squared differences of horizontally adjacent pixels
-    (H x (W-1) x C terms) and vertically adjacent pixels ((H-1) x W x C terms)
-    are each averaged, and the two means are added.
+    The horizontal (H x (W-1) x C terms) and vertical ((H-1) x W x C terms)
+    squared differences are each averaged and the two means added ('mean', our
+    default, independent of the image size), or all summed ('sum', the paper's
+    equation). The TVLoss of most PyTorch code is 2 x 'mean'.
     """
     dh = x[:, 1:, :] - x[:, :-1, :]
     dv = x[1:, :, :] - x[:-1, :, :]
+    if reduction == "sum":
+        return jnp.sum(dh**2) + jnp.sum(dv**2)
+    if reduction != "mean":
+        raise ValueError(f"TV reduction must be 'mean' or 'sum', got {reduction!r}")
     return jnp.mean(dh**2) + jnp.mean(dv**2)
 
 

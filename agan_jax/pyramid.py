@@ -27,14 +27,19 @@ def resize(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
 
-# Tolerance subtracted before every `ceil`, so that float noise such as
-# 25.0000000003 (meant to be exactly 25) does not round up to 26.
-_CEIL_EPS = 1e-6
+
+def scaled_size(hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The size the official programs' `imresize` gives an image of size hw resized
+    by `scale`: ceil(side * scale) of the float64 product, per side (no tolerance:
+    a product of 25.000000000000004 gives 26, as theirs does)."""
+    return math.ceil(hw[0] * scale), math.ceil(hw[1] * scale)
 
 
-def _ceil(value: float) -> int:
-    """Ceil that ignores float noise just above an integer (see `_CEIL_EPS`)."""
-    return int(math.ceil(value - _CEIL_EPS))
+def finest_size(hw: tuple[int, int], max_size: int) -> tuple[int, int]:
+    """The training size of an image of size hw: scaled by min(max_size / longer
+    side, 1) with `scaled_size`, as official SinGAN and ConSinGAN resize it
+    (colusseum, 188x250, at max_size 64: 49x64)."""
+    return scaled_size(hw, min(max_size / max(hw), 1))
 
 
 def _check_schedule(schedule: str) -> None:
@@ -63,15 +68,16 @@ def exponents(schedule: str, n: int) -> np.ndarray:
     k = np.arange(1, n + 1, dtype=np.float64)
     if n == 1 or schedule == "geometric":
         return k
+    if schedule == "log":  # ConSinGAN's expression, evaluated in its order
+        slope = (n - 1) / math.log(n)
+        return np.asarray([slope * math.log(i) + 1 for i in range(1, n + 1)])
     big_n = float(n)
     if schedule == "cos":
         e = (big_n - 1) * np.cos(np.pi * (big_n - k) / (2 * (big_n - 1))) + 1
     elif schedule == "quad":
         e = big_n - (big_n - k) ** 2 / (big_n - 1)
-    elif schedule == "circ":
+    else:  # circ
         e = np.sqrt((big_n - 1) ** 2 - (big_n - k) ** 2) + 1
-    else:  # log
-        e = 1 + (big_n - 1) * np.log(k) / np.log(big_n)
     return e.astype(np.float64)
 
 
@@ -82,10 +88,9 @@ def num_geometric_stages(
 
     S - 1 = ceil(log(min_size / min(H, W)) / log(r0)) + 1
             - ceil(log(min(max_size, max(H, W)) / max(H, W)) / log(r0)),
-    each ceil ignoring float noise below 1e-6 (see `_ceil`). This is the SinGAN
-    reference implementation's count (its `stop_scale`), which gives the 5 stages at
-    max_size 64 and 7 at 128 for the 250x188 colusseum image that the PyTorch
-    baselines used; SPEC 4's formula omits the `+ 1` and gives one stage fewer.
+    evaluated as official SinGAN does (float64, no tolerance). This is its count
+    (`stop_scale`), which gives 5 stages at max_size 64 and 7 at 128 for the
+    188x250 colusseum image; SPEC 4's formula omits the `+ 1`.
     """
     h, w = int(original_hw[0]), int(original_hw[1])
     if h < 1 or w < 1:
@@ -98,8 +103,8 @@ def num_geometric_stages(
     if not 0.0 < r0 < 1.0:
         raise UserError(f"pyramid.r0 must lie in (0, 1), got {r0}; use e.g. 0.75")
     log_r0 = math.log(r0)
-    coarse = _ceil(math.log(min_size / min(h, w)) / log_r0)
-    top = _ceil(math.log(min(max_size, max(h, w)) / max(h, w)) / log_r0)
+    coarse = math.ceil(math.log(min_size / min(h, w)) / log_r0)
+    top = math.ceil(math.log(min(max_size, max(h, w)) / max(h, w)) / log_r0)
     return max(coarse + 1 - top + 1, 2)
 
 
@@ -109,10 +114,10 @@ def stage_sizes(
     """(h, w) of every stage, coarsest first; the last entry is `finest_hw` exactly.
 
     With N = num_stages - 1, m = min(finest_hw) and r = (min_size / m)**(1 / N),
-    stage s is the image downsampled k = N - s times: each side x0 becomes
-    ceil(x0 * r**e(k)). The ceil is taken of the float product minus 1e-6, so
-    float noise such as 25.0000000003 gives 25, not 26; hence the coarsest
-    stage's shorter side is exactly `min_size`.
+    stage s is the image downsampled k = N - s times, resized by r**e(k) with the
+    official programs' rule (`scaled_size`: ceil of the float64 product), so
+    geometric and log sizes equal official SinGAN's and ConSinGAN's for every
+    image and max_size; AGAN's schedules use the same rule.
     """
     _check_schedule(schedule)
     h, w = int(finest_hw[0]), int(finest_hw[1])
@@ -133,14 +138,12 @@ def stage_sizes(
             f"data.min_size={min_size}; lower data.min_size or use a larger image"
         )
     n = num_stages - 1
-    r = (min_size / m) ** (1.0 / n)
+    r = math.pow(min_size / m, 1 / n)
     e = exponents(schedule, n)
-    sizes = []
-    for s in range(n):
-        factor = r ** e[n - s - 1]  # e[k - 1] with k = n - s downsamplings
-        sizes.append((_ceil(h * factor), _ceil(w * factor)))
-    sizes.append((h, w))
-    return sizes
+    # e[k - 1] with k = n - s downsamplings; stage n is the image itself.
+    return [scaled_size((h, w), math.pow(r, float(e[n - s - 1]))) for s in range(n)] + [
+        (h, w)
+    ]
 
 
 def stage_sizes_for(

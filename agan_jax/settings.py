@@ -2,11 +2,11 @@
 
 `Settings.from_config(config)` turns an `ml_collections.ConfigDict` (or the plain
 dict saved in a run's run.json) into frozen dataclasses of plain Python values:
-data/pyramid, model, train, loss and augment. Every field read here is a field of
-`configs/default.py`, where every default lives; values derived from others (the
-ConSinGAN harmonization `min_size`, the 'auto' update rule) are computed here,
-after command-line overrides. Factories close over these values; the config never
-enters a traced function.
+data/pyramid, model, train, loss, augment and log. Every field read here is a
+field of `configs/default.py`, where every default lives; values derived from
+others (the ConSinGAN harmonization `min_size`, the 'auto' update rule) are
+computed here, after command-line overrides. Factories close over these values;
+the config never enters a traced function.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agan_jax import compiler
 from agan_jax.errors import UserError
 
 SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
-UPDATE_RULES = ("fresh", "consingan")
+UPDATE_RULES = ("singan", "fresh", "consingan")
 COMPILE_UNITS = ("auto", "update", "iteration")
 GP_MODES = ("jvp", "double_grad")
 
@@ -141,11 +141,12 @@ class TrainSettings:
     beta2: float
     adam_eps: float
     lr_milestone: float
+    lr_decay_iter: int  # first iteration at lr x gamma; -1: lr_milestone x iters
     gamma: float
     gp_mode: str  # "jvp" (fast, same gradient) or "double_grad" (reference)
     steps_per_call: int  # 0 resolved per backend (train/runner.py)
     compile_unit: str  # "auto", "update" or "iteration" (train/runner.py)
-    update_rule: str  # resolved: "fresh" or "consingan" (train/updates.py)
+    update_rule: str  # "auto" (the family's), "singan", "fresh", "consingan"
     xla_opt_level: int  # XLA backend optimisation level; -1: see compiler.py
     remat: bool  # jax.checkpoint around the generator in training
     log_every: int
@@ -156,6 +157,18 @@ class TrainSettings:
         """Options for every `.compile()` of training (agan_jax.compiler)."""
         return compiler.options(self.xla_opt_level)
 
+    @property
+    def decay_iter(self) -> int:
+        """The first iteration (0-based) trained at lr x gamma."""
+        if self.lr_decay_iter >= 0:
+            return self.lr_decay_iter
+        return round(self.lr_milestone * self.iters)
+
+    def decay_boundary(self, updates_per_iter: int) -> int:
+        """The optimiser update count from which the learning rate is x gamma, for
+        an optimiser that takes `updates_per_iter` updates per iteration."""
+        return self.decay_iter * updates_per_iter
+
 
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
@@ -164,6 +177,7 @@ class LossSettings:
     lambda_gp: float
     alpha: float
     tv_weight: float
+    tv_reduction: str  # "mean" or "sum" over the TV terms (losses.total_variation)
     noise_amp_base: float
 
 
@@ -182,6 +196,13 @@ class AugmentSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LogSettings:
+    """How a training invocation is watched (agan_jax/train/metrics.py)."""
+
+    tensorboard: bool  # TensorBoard event files beside metrics.jsonl
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a run is configured by, read from the config once."""
 
@@ -192,6 +213,9 @@ class Settings:
     train: TrainSettings
     loss: LossSettings
     augment: AugmentSettings
+    # None when the config has no 'log' section: a run's run.json, which keeps
+    # what the run is, not how one invocation watched it.
+    log: LogSettings | None
 
     @classmethod
     def from_config(cls, config) -> Settings:
@@ -215,6 +239,7 @@ class Settings:
             train=_read_train(c),
             loss=_read(LossSettings, c, "loss"),
             augment=_read(AugmentSettings, c, "augment"),
+            log=_read(LogSettings, c, "log") if "log" in c else None,
         )
         out.check()
         return out
@@ -301,9 +326,14 @@ def check_train(t: TrainSettings) -> None:
 
 
 def check_loss(lo: LossSettings) -> None:
+    numbers = (lo.lambda_gp, lo.alpha, lo.tv_weight, lo.noise_amp_base)
     _need(
-        all(math.isfinite(v) for v in dataclasses.astuple(lo)),
+        all(math.isfinite(v) for v in numbers),
         "loss weights and noise_amp_base must be finite numbers",
+    )
+    _need(
+        lo.tv_reduction in ("mean", "sum"),
+        f"loss.tv_reduction must be 'mean' or 'sum', got {lo.tv_reduction!r}",
     )
 
 

@@ -14,12 +14,15 @@ import optax
 class StageState:
     """Everything that changes while one stage trains."""
 
-    step: jax.Array  # iterations done in this stage
+    step: jax.Array  # optimiser updates done in this stage
     g_vars: Any  # {'params': ..., 'batch_stats': ...} of the stage's generator
     d_vars: Any  # the same for the critic
     g_opt: Any
     d_opt: Any
     key: jax.Array  # typed PRNG key
+    # The generator input of the last critic update, which the generator updates
+    # reuse under SinGAN's rule (train/updates.py); None under the other rules.
+    carry: Any = None
 
 
 @flax.struct.dataclass

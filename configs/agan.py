@@ -27,4 +27,8 @@ def get_config(arg: str | None = None):
     config.model.kind = "agan"
     config.pyramid.schedule = schedules[0] if schedules else "circ"
     config.loss.tv_weight = 1.0
+    # Official SinGAN's learning-rate step: MultiStepLR(milestones=[1600]) stepped
+    # at the start of every iteration, so iterations 1599.. of a stage train at lr
+    # x gamma, and stages of up to 1599 iterations (the CPU size) never decay.
+    config.train.lr_decay_iter = 1599
     return config

@@ -6,30 +6,32 @@ lr * 0.1**k for the block k stages below the newest; no TV loss.
 Command (CPU-sized: 64 px, 6 stages, 200 iterations per stage):
   python -m launch.train --config=configs/consingan.py --workdir=runs/consingan
   python -m launch.sample --workdir=runs/consingan --num_samples=16
-Runtime: 206 s for training and 50 samples on a quiet 2-core CPU
-(`python -m launch.bench --suite=cpu_targets --only=consingan_64`; PyTorch's
-ConSinGAN: 338 s). Training follows ConSinGAN's own update rule
-(`train.update_rule=consingan`: one noise draw and one generator gradient per
-iteration, applied g_steps times); with BatchNorm (harmonization and editing
-modes, or --config.model.batch_norm=True) it trains with the 'fresh' rule instead,
-as ConSinGAN's rule diverged there (reconstruction MSE 0.58 at the last stage). Look at runs/consingan/stages/*.png (real image
-first, then samples). At this budget, without BatchNorm (the paper's default, kept
-here) the samples keep the layout (sky, a band of building, water) but the
-building is smeared and the reconstruction blurry (rec MSE 0.008 at the last
-stage, AGAN 0.0017). With --config.model.batch_norm=True the samples show the Colosseum with arches in varied arrangements, a
-little noisier than AGAN's. The paper trains 2000 iterations per stage (`:gpu`;
-not measured here).
+Runtime: measured by `python -m launch.bench --suite=cpu_targets
+--only=consingan_64` (docs/performance.md). Training follows ConSinGAN's own
+update rule in every mode (`train.update_rule=auto` -> 'consingan': one noise
+draw and one generator gradient per iteration, applied g_steps times), and with
+BatchNorm (harmonization, editing) normalises with batch statistics in every
+block, trained or frozen, in training and sampling, as its code does. Look at
+runs/consingan/stages/*.png (real image first, then samples). The paper trains
+2000 iterations per stage (`:gpu`).
 
 Modes (combine with the size variants, e.g. `:retarget,gpu`):
   generation     default; diverse edges
   retarget       zero padding, for samples at other sizes (launch.retarget)
   animation      stage-0 reconstruction from a fixed noise map, so that the walks
-                 of launch.animate move smoothly around it
-  harmonization  3 stages, coarsest at ~0.5 x max_size, BatchNorm, 1000 iterations
-                 (gpu) per stage, head trained on colour/noise-augmented copies
-                 with cut-outs; then fine-tune on the naive image:
+                 of launch.animate move smoothly around it; min_size 20
+  harmonization  ConSinGAN's recipe (its README): 3 stages, min_size 120 at
+                 max_size 250, LeakyReLU 0.3, BatchNorm, 1000 iterations per stage
+                 (`:gpu`), the head trained on colour/noise-augmented copies with
+                 cut-outs; then fine-tune on the naive image:
                    python -m launch.finetune --workdir=runs/h --naive=data/scream_naive.jpg
-  editing        as harmonization, plus shuffled tiles
+                 CPU-sized (no `:gpu`): min_size scales with max_size
+                 (max(16, round(0.48 x max_size)), 31 px at 64 px; 120 at 250) and
+                 200 iterations per stage, as every CPU-sized config.
+  editing        ConSinGAN's recipe: the default 6 stages, min_size 25, LeakyReLU
+                 0.05, BatchNorm, 1000 iterations per stage (`:gpu`; 200 on CPU),
+                 augmentations as harmonization plus shuffled tiles
+
 Variants: `:tiny` (tests: 32 px, 3 stages, 8 features, train_depth 2 so that a
 block freezes), `:gpu` (paper size: 250 px, 2000 iterations per stage).
 """
@@ -62,19 +64,19 @@ def get_config(arg: str | None = None):
     config.pyramid.schedule = "log"
     config.pyramid.num_stages = 6
     config.loss.tv_weight = 0.0
-    # 'auto' (default.py): ConSinGAN's own rule (one noise draw and one generator
-    # gradient per iteration, applied g_steps times) without BatchNorm; 'fresh'
-    # (SPEC 6) with BatchNorm, where ConSinGAN's rule diverged at 64 px.
+    # ConSinGAN's recipes per mode (its README and main_train.py).
+    if mode == "animation":
+        config.data.min_size = 20
     if mode in ("harmonization", "editing"):
-        # ConSinGAN's recipe: 3 stages, 1000 iterations per stage, BatchNorm, the
-        # coarsest stage about half the finest (120 of 250 px).
-        config.pyramid.num_stages = 3
         config.model.batch_norm = True
-        # min_size = max(16, round(0.48 * max_size)), after command-line
-        # overrides of max_size (settings.py).
-        config.data.min_size_ratio = 0.48
         if "gpu" in variants:
             config.train.iters_per_stage = 1000
+    if mode == "harmonization":
+        config.pyramid.num_stages = 3
+        config.model.leaky_slope = 0.3
+        # min_size 120 at max_size 250: max(16, round(0.48 * max_size)), after
+        # command-line overrides of max_size (settings.py).
+        config.data.min_size_ratio = 0.48
     if "tiny" in variants:
         config.model.nfc = 8
         config.model.max_nfc = 8

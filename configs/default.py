@@ -70,6 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.beta2 = 0.999
     config.train.adam_eps = 1e-8
     config.train.lr_milestone = 0.8
+    # The first iteration trained at lr x gamma; -1: round(lr_milestone x iters)
+    # (ConSinGAN's rule). configs/singan.py and agan.py set official SinGAN's.
+    config.train.lr_decay_iter = -1
     config.train.gamma = 0.1
     # Iterations per compiled call: 0 = per-backend default (1 on CPU, where a
     # lax.scan of this step measured 8x slower, see SPEC 6; 10 on GPU/TPU).
@@ -79,9 +82,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.compile_unit = "auto"
     # Penalty parameter gradient: 'jvp' (fast) or 'double_grad' (reference).
     config.train.gp_mode = "jvp"
-    # 'fresh': every critic and generator update draws its own noise (SPEC 6);
-    # 'consingan' (ConSinGAN only): ConSinGAN's rule, see configs/consingan.py;
-    # 'auto': 'consingan' for ConSinGAN without BatchNorm, else 'fresh'.
+    # 'singan': official SinGAN's (one noise map per iteration, a fresh
+    # lower-stage sample per critic update, generator updates on the last one);
+    # 'consingan' (ConSinGAN only): ConSinGAN's (one gradient applied g_steps
+    # times); 'fresh': every update draws its own input (our earlier rule);
+    # 'auto': the family's own (SinGAN/AGAN 'singan', ConSinGAN 'consingan').
     config.train.update_rule = "auto"
     # XLA backend optimisation level for training's programs: -1 = auto (LLVM O1
     # on CPU: 22% less compile time, same speed; XLA's default elsewhere), or 0-3.
@@ -96,6 +101,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.lambda_gp = 0.1
     config.loss.alpha = 10.0
     config.loss.tv_weight = 0.0
+    # TV (AGAN eq. 13) reduced by the mean over its terms ('mean': the vertical
+    # and horizontal means added) or their sum ('sum', the paper's equation).
+    # The TVLoss most PyTorch code uses is 'mean' with tv_weight 2.
+    config.loss.tv_reduction = "mean"
 
     # Training augmentations of ConSinGAN's harmonization and editing modes.
     config.augment = ml_collections.ConfigDict()
@@ -106,6 +115,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augment.cutout_max = 0.4  # its largest side / the image side
     config.augment.p_tiles = 0.5  # editing only: shuffled tiles x tiles grid
     config.augment.tiles = 4
+
+    # How a run is watched (not part of the run: run.json leaves it out, a resume
+    # may change it). tensorboard: also write TensorBoard event files into the
+    # workdir (tensorboardX); False: metrics.jsonl and plots/ only.
+    config.log = ml_collections.ConfigDict()
+    config.log.tensorboard = True
 
     if "tiny" in tokens:
         config.data.max_size = 32

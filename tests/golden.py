@@ -16,6 +16,9 @@ then: the old ConSinGAN trainer computed the noise amplitude as a float32 produc
 on the device, the unified loop computes it as SinGAN always did (float64 on the
 host, then float32), which moved its stage-2 amplitude by one float32 ulp
 (0.018687842 -> 0.018687841) and, through 20 Adam steps, its stage-2 weights.
+Re-recorded for every case with issue 11 (the official programs' stage sizes,
+SinGAN's update rule and learning-rate step, ConSinGAN's BatchNorm and recipes),
+which change what every family trains on purpose.
 """
 
 from __future__ import annotations

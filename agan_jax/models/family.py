@@ -33,7 +33,9 @@ class StageModel(NamedTuple):
     init(key, prev_g, prev_d) -> (g_vars, d_vars, train_key)
         Fresh variables (stage 0) or a warm start / growth from the previous
         stage's variables; the key that the stage's training stream starts from.
-    input_keys: how many keys `draw_inputs` takes.
+    input_keys: how many keys `draw_inputs` takes. The last draws this stage's
+        noise; the others the sample of the frozen stages below (if any).
+    input_shapes: ShapeDtypeStructs of what `draw_inputs` returns.
     draw_inputs(keys, data) -> inputs
         A fresh training input of the generator (SinGAN: an upsampled sample of
         the frozen stages below and this stage's noise; ConSinGAN: the noise of
@@ -56,6 +58,7 @@ class StageModel(NamedTuple):
 
     init: Callable
     input_keys: int
+    input_shapes: Any
     draw_inputs: Callable
     apply: Callable
     frozen: Callable[[str], bool]

@@ -179,7 +179,7 @@ def make_stage(
         return out[0], {**g_vars, **upd}
 
     def g_tx(ts):
-        boundary = ts.lr_milestone * ts.iters * ts.g_steps
+        boundary = ts.decay_boundary(ts.g_steps)
         return adam(ts.lr_g, ts.beta1, ts.beta2, boundary, ts.gamma, ts.adam_eps)
 
     def prepare(g_vars, lower_vars, lower_amps, z_rec, real):
@@ -195,6 +195,7 @@ def make_stage(
     return StageModel(
         init=init,
         input_keys=2,
+        input_shapes=(jax.ShapeDtypeStruct((h, w, 3), jnp.float32),) * 2,
         draw_inputs=draw_inputs,
         apply=apply,
         frozen=lambda name: False,
@@ -212,8 +213,10 @@ def family(kind: str, make_gen, display_name, attention: bool = False) -> Family
         make_generator=make_gen,
         forward=functools.partial(forward, make_gen),
         make_stage=functools.partial(make_stage, make_gen),
-        update_rules=("fresh",),
-        default_rule=lambda spec: "fresh",
+        # SinGAN's own rule by default (AGAN is built on SinGAN's code); the
+        # project's earlier rule ('fresh') as an option.
+        update_rules=("singan", "fresh"),
+        default_rule=lambda spec: "singan",
         # Measured on the 2-core CPU (docs/performance.md, "Compile unit"): fusing
         # an iteration paid from 62x82 px up (max_size 128: 820 -> 777 s) and lost
         # below (max_size 64: 177 -> 187 s).

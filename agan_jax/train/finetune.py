@@ -13,14 +13,14 @@ import time
 import jax
 import jax.numpy as jnp
 
-from agan_jax import checkpoint, image_io, pyramid
+from agan_jax import checkpoint, image_io, plots, pyramid
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.run import Run
 from agan_jax.settings import Settings
 from agan_jax.state import StageData
-from agan_jax.train.log import append_jsonl
-from agan_jax.train.loop import Stages, stage_key
+from agan_jax.train.loop import PlotPolicy, Stages, stage_key
+from agan_jax.train.metrics import make_writer
 from agan_jax.train.runner import make_runner, run_stage
 
 # fold_in constant: fine-tuning's key stream differs from training's.
@@ -88,7 +88,14 @@ def fine_tune(
             f"{out} already exists; pass another output directory (--out) or delete it"
         )
     last = num_stages - 1
-    ignore = shutil.ignore_patterns("stages", "samples", "metrics.jsonl")
+    ignore = shutil.ignore_patterns(
+        "stages",
+        "samples",
+        "metrics.jsonl",
+        "events.out.tfevents.*",
+        os.path.dirname(plots.LOSSES_PNG),
+        "report.html",
+    )
     shutil.copytree(src.workdir, out, ignore=ignore)
     shutil.rmtree(os.path.join(out, "checkpoints", str(last)))
     meta["fine_tune"] = {
@@ -119,20 +126,35 @@ def fine_tune(
     runners = make_runner(fns, ts, state, data)
     compile_s = time.time() - t0
     metrics_path = os.path.join(out, "metrics.jsonl")
-    state, train_s = run_stage(
-        state, data, runners, ts, last, num_stages, sizes[last], metrics_path, progress
-    )
-    store = checkpoint.RunStore(out)
-    store.save_stage(last, state, z_rec, float(run.noise_amps[last]), sizes[last])
-    store.close()
-    append_jsonl(
-        metrics_path,
-        {
-            "event": "fine_tune_done",
-            "stage": last,
-            "iters": int(iters),
-            "compile_s": round(compile_s, 3),
-            "train_s": round(train_s, 3),
-        },
-    )
+    writer = make_writer(out, settings.log)
+    try:
+        state, train_s = run_stage(
+            state,
+            data,
+            runners,
+            ts,
+            last,
+            num_stages,
+            sizes[last],
+            metrics_path,
+            progress,
+            writer=writer,
+            noise_amp=float(run.noise_amps[last]),
+            lambda_gp=settings.loss.lambda_gp,
+        )
+        store = checkpoint.RunStore(out)
+        store.save_stage(last, state, z_rec, float(run.noise_amps[last]), sizes[last])
+        store.close()
+        writer.record(
+            {
+                "event": "fine_tune_done",
+                "stage": last,
+                "iters": int(iters),
+                "compile_s": round(compile_s, 3),
+                "train_s": round(train_s, 3),
+            }
+        )
+    finally:
+        writer.close()
+        PlotPolicy(out).draw(force=True)
     return checkpoint.load_run(out)

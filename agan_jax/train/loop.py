@@ -3,9 +3,11 @@
 For each unfinished stage: plan (abstract shapes of every stage, before anything
 trains), compile ahead (stage s+1 compiles in a worker thread while stage s
 trains), init or warm start, prepare the reconstruction input and noise
-amplitude, run the compiled iterations, save the stage, log it and write its
-sample grid. What differs between SinGAN, AGAN and ConSinGAN comes from the
-run's `Family` (models/families.py); this module names none of them.
+amplitude, run the compiled iterations, save the stage, log it (metrics.jsonl
+and, with `log.tensorboard`, TensorBoard files: train/metrics.py), write its
+sample grids and redraw plots/losses.png. What differs between SinGAN, AGAN and
+ConSinGAN comes from the run's `Family` (models/families.py); this module names
+none of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import os
 import time
 from typing import Any
@@ -21,14 +24,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import checkpoint, image_io, pyramid
+from agan_jax import checkpoint, image_io, plots, pyramid
+from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.models.family import Family
 from agan_jax.run import Run
 from agan_jax.sampling import make_sampler
 from agan_jax.settings import DataSettings, Settings, config_to_dict
 from agan_jax.state import StageData
-from agan_jax.train.log import append_jsonl, write_stage_images
+from agan_jax.train.log import make_reconstructor, write_stage_images
+from agan_jax.train.metrics import make_writer
 from agan_jax.train.runner import make_runner, run_stage
 from agan_jax.train.updates import StageFns, make_stage_fns, resolve_rule
 
@@ -140,6 +145,7 @@ class StagePrograms:
     runners: dict  # iterations per call -> compiled runner (runner.make_runner)
     sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
     compile_s: float
+    reconstruct: Any = None  # (g_vars 0..s, amps, z_rec) -> image, with `sampler`
 
 
 def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
@@ -152,7 +158,7 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
     runners = make_runner(
         plan.fns, ts, plan.state, plan.data, s, stages.family.fuse_min_pixels
     )
-    sampler = None
+    sampler = reconstruct = None
     if ts.stage_samples > 0:
         f = make_sampler(
             stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
@@ -164,7 +170,45 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
         sampler = (
             jax.jit(f).lower(keys, variables, amps, base).compile(compiler_options=opts)
         )
-    return StagePrograms(plan.fns, init, prepare, runners, sampler, time.time() - t0)
+        rec = make_reconstructor(stages.settings.model, stages.sizes, s + 1)
+        z_rec = plan.prepare_args[3]
+        reconstruct = (
+            jax.jit(rec).lower(variables, amps, z_rec).compile(compiler_options=opts)
+        )
+    return StagePrograms(
+        plan.fns, init, prepare, runners, sampler, time.time() - t0, reconstruct
+    )
+
+
+class PlotPolicy:
+    """When training redraws plots/losses.png: after a stage once at least 20 times
+    the last drawing's seconds have passed since it (at most ~5% of the wall time;
+    a draw takes 1-2 s on the 2-core CPU), and at the end of a run that trained.
+    A failed draw warns and training goes on."""
+
+    def __init__(self, workdir: str, ratio: float = 20.0, first_cost: float = 1.5):
+        self.workdir, self.ratio = workdir, ratio
+        self.path = os.path.join(workdir, plots.LOSSES_PNG)
+        self.last, self.cost = time.time(), first_cost
+
+    def draw(self, force: bool = False) -> None:
+        t0 = time.time()
+        if not force and t0 - self.last < self.ratio * self.cost:
+            return
+        try:
+            plots.write_losses([self.workdir])
+        except UserError:
+            pass  # nothing logged yet
+        except Exception as e:  # noqa: BLE001 - a plot never stops training
+            logging.warning("could not draw %s: %s", self.path, e)
+        self.last = time.time()
+        self.cost = self.last - t0
+
+
+def run_config(config: dict) -> dict:
+    """The config as run.json keeps it: without `log` (how one invocation is
+    watched, which a resume may change)."""
+    return {k: v for k, v in config.items() if k != "log"}
 
 
 def train(config, workdir: str, stop_after: int | None = None, progress: bool = True):
@@ -199,7 +243,7 @@ def train_settings(
     num_stages = len(sizes)
     store = checkpoint.RunStore(workdir)
     store.check_or_write_metadata(
-        checkpoint.run_metadata(settings, config, sizes, image), image
+        checkpoint.run_metadata(settings, run_config(config), sizes, image), image
     )
     reals = pyramid.build(jnp.asarray(image), sizes)
 
@@ -215,6 +259,8 @@ def train_settings(
     t_run = time.time()
     prev_g = g_list[-1] if g_list else None
     plan = plan_stages(stages, first, last, prev_g, prev_d, g_list, z_rec)
+    writer = make_writer(workdir, settings.log)
+    plotter = PlotPolicy(workdir)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
     try:
         futures = {
@@ -253,13 +299,15 @@ def train_settings(
                 sizes[s],
                 metrics_path,
                 progress,
+                writer=writer,
+                noise_amp=amp,
+                lambda_gp=settings.loss.lambda_gp,
             )
             g_list.append(state.g_vars)
             amps.append(amp)
             prev_d = state.d_vars
             store.save_stage(s, state, z_rec, amp, sizes[s])
-            append_jsonl(
-                metrics_path,
+            writer.record(
                 {
                     "event": "stage_done",
                     "stage": s,
@@ -273,6 +321,7 @@ def train_settings(
                 },
             )
             if progs.sampler is not None:
+                amps_now = jnp.asarray(amps, jnp.float32)
                 write_stage_images(
                     progs.sampler,
                     ts.stage_samples,
@@ -282,16 +331,24 @@ def train_settings(
                     workdir,
                     s,
                     reals[s],
+                    writer=writer,
+                    reconstruction=progs.reconstruct(tuple(g_list), amps_now, z_rec),
+                    step=ts.iters,
                 )
+            writer.flush()
+            if s < last:
+                plotter.draw()
+        store.close()
+        writer.record(
+            {
+                "event": "run_done",
+                "stages": len(g_list),
+                "seconds": round(time.time() - t_run, 3),
+            }
+        )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    store.close()
-    append_jsonl(
-        metrics_path,
-        {
-            "event": "run_done",
-            "stages": len(g_list),
-            "seconds": round(time.time() - t_run, 3),
-        },
-    )
+        writer.close()
+        if last >= first or not os.path.exists(plotter.path):
+            plotter.draw(force=True)
     return checkpoint.load_run(workdir) if g_list else None

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agan_jax.settings import COMPILE_UNITS, TrainSettings
-from agan_jax.train.log import append_jsonl
+from agan_jax.train.metrics import JsonlWriter, MetricWriter
 from agan_jax.train.updates import StageFns
 
 
@@ -108,6 +108,24 @@ def make_runner(
     return runners
 
 
+def learning_rates(ts: TrainSettings, iteration: int) -> dict[str, float]:
+    """The learning rates of an iteration's last critic and generator updates.
+
+    Computed on the host from the step schedule of `state.adam` as `updates.d_tx`
+    and the families' `g_tx` set it up: x gamma from update
+    `ts.decay_boundary(steps)` on, counting updates from 0; iteration i (from 1)
+    ends with critic update i x d_steps - 1 and generator update i x g_steps - 1.
+    ConSinGAN's lower blocks train at lr_g x lr_scale^k; `lr_g` is the newest
+    block's.
+    """
+
+    def lr(base: float, steps: int) -> float:
+        decayed = iteration * steps - 1 >= ts.decay_boundary(steps)
+        return base * ts.gamma if decayed else base
+
+    return {"lr_d": lr(ts.lr_d, ts.d_steps), "lr_g": lr(ts.lr_g, ts.g_steps)}
+
+
 def run_stage(
     state,
     data,
@@ -118,12 +136,21 @@ def run_stage(
     hw,
     metrics_path: str,
     progress: bool,
+    *,
+    writer: MetricWriter | None = None,
+    noise_amp: float | None = None,
+    lambda_gp: float | None = None,
 ) -> tuple[Any, float]:
     """Runs one stage's iterations with compiled runners; returns (state, seconds).
 
     Metrics stay on the device until a log point (every `log_every` iterations,
-    fetched four log points at a time): no host sync per step.
+    fetched four log points at a time): no host sync per step. Each log point
+    writes the losses, the critic's WGAN term `d_wgan` = d_loss - lambda_gp x gp
+    (when `lambda_gp` is given), the learning rates, `noise_amp` (when given) and
+    `s_per_iter`, the wall seconds per iteration between two fetches, to `writer`
+    (default: metrics.jsonl at `metrics_path`).
     """
+    writer = writer if writer is not None else JsonlWriter(metrics_path)
     k = max(runners)
     bar = tqdm(
         total=ts.iters,
@@ -134,9 +161,16 @@ def run_stage(
     pending: list[tuple[int, Any]] = []
     done = 0
     t1 = time.time()
+    fetched = [0, t1]  # iterations done and wall time at the last fetch
 
     def flush():
-        for it, m in jax.device_get(pending):
+        values = jax.device_get(pending)
+        now = time.time()
+        s_per_iter = (now - fetched[1]) / max(1, pending[-1][0] - fetched[0])
+        fetched[:] = [pending[-1][0], now]
+        extra: dict[str, float] = {} if noise_amp is None else {"noise_amp": noise_amp}
+        extra["s_per_iter"] = round(s_per_iter, 6)
+        for it, m in values:
             m = {key: np.asarray(v).reshape(-1)[-1].item() for key, v in m.items()}
             if not all(math.isfinite(v) for v in m.values()):
                 bad = ", ".join(f"{key}={v}" for key, v in m.items())
@@ -145,7 +179,9 @@ def run_stage(
                     f"0..{stage - 1} are saved; lower the learning rates "
                     "(--config.train.lr_g/lr_d) and re-run the same command to resume"
                 )
-            append_jsonl(metrics_path, {"stage": stage, "iter": it, **m})
+            if lambda_gp is not None and "d_loss" in m and "gp" in m:
+                m["d_wgan"] = m["d_loss"] - lambda_gp * m["gp"]
+            writer.scalars(stage, it, {**m, **learning_rates(ts, it), **extra})
             bar.set_postfix(
                 d=f"{m['d_loss']:.3f}", rec=f"{m['rec']:.4f}", refresh=False
             )

@@ -2,9 +2,14 @@
 
 An iteration is `d_steps` critic updates, then the generator update(s), under an
 update rule (`train.update_rule`):
-- 'fresh' (SPEC 6's earlier rule): every update draws a fresh generator input
-  (`StageModel.draw_inputs`: for SinGAN/AGAN a fresh sample of the frozen stages
-  below and fresh noise) and the generator takes g_steps gradients;
+- 'singan' (official SinGAN's code, SPEC 6): one noise map per iteration; each
+  critic update draws a fresh sample of the frozen stages below and makes its
+  fake from that noise; the g_steps generator updates reuse the last critic
+  update's noise and lower-stage sample (kept in `StageState.carry`), the fake
+  recomputed after every optimiser step;
+- 'fresh' (this project's earlier rule): every update draws a fresh generator
+  input (`StageModel.draw_inputs`: for SinGAN/AGAN a fresh sample of the frozen
+  stages below and fresh noise) and the generator takes g_steps gradients;
 - 'consingan' (ConSinGAN's code): one input per iteration, shared by the critic
   updates and the generator loss; one generator gradient, applied g_steps times.
 The family supplies the networks, inputs and optimiser groups (`StageModel`); the
@@ -55,8 +60,8 @@ def optax_apply(params, updates):
 
 
 def d_tx(ts: TrainSettings):
-    """The critic's Adam, its learning rate x gamma after lr_milestone of the stage."""
-    boundary = ts.lr_milestone * ts.iters * ts.d_steps
+    """The critic's Adam, its learning rate x gamma from `ts.decay_iter` on."""
+    boundary = ts.decay_boundary(ts.d_steps)
     return adam(ts.lr_d, ts.beta1, ts.beta2, boundary, ts.gamma, ts.adam_eps)
 
 
@@ -76,10 +81,22 @@ def make_stage_fns(
         model = model._replace(apply=jax.checkpoint(model.apply))
     rule = resolve_rule(family, spec, ts)
     one_input = rule == "consingan"
+    carried = rule == "singan"
     d_mod = family.make_discriminator(spec, stage)
     tx_g, tx_d = model.g_tx(ts), d_tx(ts)
     n_in = model.input_keys
     g_updates = ts.g_steps if one_input else 1  # optimiser steps per g_step call
+    per_iter = ts.d_steps + ts.g_steps  # state.step advances by this per iteration
+
+    def singan_keys(state):
+        """SinGAN's rule: the iteration's noise key, and this critic update's keys
+        of the lower-stage sample and the interpolation weight."""
+        kit = jax.random.fold_in(state.key, state.step // per_iter)
+        k_lower, k_a = jax.random.split(
+            jax.random.fold_in(kit, 1 + state.step % per_iter)
+        )
+        lower = [k_lower] if n_in == 2 else list(jax.random.split(k_lower, n_in - 1))
+        return [*lower[: n_in - 1], jax.random.fold_in(kit, 0)], k_a
 
     def critic_fn(d_vars, params):
         def critic(x):
@@ -96,13 +113,18 @@ def make_stage_fns(
     def d_step(state: StageState, data: StageData):
         """One critic update: with a fresh input ('fresh'), or ('consingan') with
         the iteration's input, whose key stays until the generator update."""
-        if one_input:
-            key = state.key
+        key, carry = state.key, state.carry
+        if carried:
+            k_in, k_a = singan_keys(state)
+        elif one_input:
             k_in = list(jax.random.split(state.key, 1 + n_in)[1:])
             k_a = jax.random.fold_in(k_in[-1], state.step)
         else:
             key, *k_in, k_a = jax.random.split(state.key, 2 + n_in)
-        fake, g_vars = model.apply(state.g_vars, model.draw_inputs(k_in, data), data)
+        inputs = model.draw_inputs(k_in, data)
+        if carried:
+            carry = inputs
+        fake, g_vars = model.apply(state.g_vars, inputs, data)
         fake = jax.lax.stop_gradient(fake)
         a = jax.random.uniform(k_a)
 
@@ -121,16 +143,26 @@ def make_stage_fns(
         updates, d_opt = tx_d.update(grads, state.d_opt, params)
         d_vars = {**state.d_vars, "params": optax_apply(params, updates)}
         new = state.replace(
-            step=state.step + 1, g_vars=g_vars, d_vars=d_vars, d_opt=d_opt, key=key
+            step=state.step + 1,
+            g_vars=g_vars,
+            d_vars=d_vars,
+            d_opt=d_opt,
+            key=key,
+            carry=carry,
         )
         return new, {"d_loss": d_loss, "gp": gp}
 
     def g_step(state: StageState, data: StageData):
         """Generator update(s) from the adversarial, reconstruction and TV losses:
-        one ('fresh', a fresh input) or ('consingan', the iteration's input) one
-        gradient applied g_steps times; the key then moves on."""
-        key, *k_in = jax.random.split(state.key, 1 + n_in)
-        inputs = model.draw_inputs(k_in, data)
+        one with the last critic update's input ('singan') or a fresh one
+        ('fresh'), or ('consingan', the iteration's input) one gradient applied
+        g_steps times; the key then moves on (not under 'singan', whose keys
+        derive from the stage key and the update count)."""
+        if carried:
+            key, inputs = state.key, state.carry
+        else:
+            key, *k_in = jax.random.split(state.key, 1 + n_in)
+            inputs = model.draw_inputs(k_in, data)
         critic = critic_fn(state.d_vars, state.d_vars["params"])
 
         def loss_fn(params):
@@ -145,7 +177,7 @@ def make_stage_fns(
             rec, v = model.apply(v, data.rec_inputs, data)
             adv = losses.generator_adv(critic(fake))
             rec_loss = losses.reconstruction(rec, data.real)
-            tv = losses.total_variation(fake)
+            tv = losses.total_variation(fake, ls.tv_reduction)
             total = adv + ls.alpha * rec_loss + ls.tv_weight * tv
             return total, (v, adv, rec_loss, tv)
 
@@ -189,6 +221,11 @@ def make_stage_fns(
             g_opt=tx_g.init(g_vars["params"]),
             d_opt=tx_d.init(d_vars["params"]),
             key=k_train,
+            carry=jax.tree.map(
+                lambda x: jnp.zeros(x.shape, x.dtype), model.input_shapes
+            )
+            if carried
+            else None,
         )
 
     return StageFns(
