@@ -255,6 +255,51 @@ def evaluate_runs(
     return out
 
 
+def load_sample_dir(folder: str, hw: tuple[int, int]) -> np.ndarray:
+    """Every PNG/JPEG in `folder` (sorted by name) as (N, H, W, 3) in [-1, 1]; a
+    UserError when there are fewer than 2 or one has another size than hw."""
+    if not os.path.isdir(folder):
+        raise UserError(f"sample folder not found: {folder}; pass a folder of PNGs")
+    names = sorted(
+        n for n in os.listdir(folder) if n.lower().endswith((".png", ".jpg", ".jpeg"))
+    )
+    images = [image_io.load_image(os.path.join(folder, n)) for n in names]
+    if len(images) < 2:
+        raise UserError(f"{folder} holds {len(images)} images; diversity needs >= 2")
+    bad = [n for n, im in zip(names, images, strict=True) if im.shape[:2] != hw]
+    if bad:
+        raise UserError(
+            f"{len(bad)} images in {folder} (e.g. {bad[0]}) are not {hw[0]}x{hw[1]}, "
+            "the training image's size; evaluate samples drawn at that size"
+        )
+    return np.stack(images)
+
+
+def evaluate_sample_dir(
+    run: Run,
+    label: str,
+    folder: str,
+    inception_params: Any = None,
+    swd_seed: int = 0,
+) -> RunEvaluation:
+    """Samples written by another program (a folder of images of the training
+    image's size) evaluated against `run`'s training image, as a row named
+    `label` (e.g. the official SinGAN's samples of the same image)."""
+    real = np.asarray(run.real, np.float32)
+    samples = load_sample_dir(folder, real.shape[:2])
+    row = evaluate_samples(run, samples, inception_params, swd_seed)
+    row.update(
+        workdir=os.path.abspath(folder),
+        run=os.path.basename(os.path.normpath(folder)),
+        method=label,
+        kind=None,
+        schedule=None,
+        stages=None,
+        train_seconds=None,
+    )
+    return RunEvaluation(row, run, samples)
+
+
 def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if key == "train_seconds":
@@ -329,8 +374,12 @@ def evaluate_to_dir(
     inception_weights: str | None = None,
     inception_params: Any = None,
     k: int = 8,
+    sample_dirs: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[RunEvaluation], str]:
     """What `launch.evaluate` does: evaluation.json, contact_sheet.png, table.md.
+
+    `sample_dirs`: (label, folder) pairs of samples written by other programs,
+    evaluated against the first run's training image (`evaluate_sample_dir`).
 
     Inception weights (a path, or already loaded `inception_params`) are loaded
     before anything is sampled, so a bad file fails fast. Samples use
@@ -344,6 +393,10 @@ def evaluate_to_dir(
     evals = evaluate_runs(
         workdirs, num_samples, jax.random.key(seed), inception_params, swd_seed=seed
     )
+    evals += [
+        evaluate_sample_dir(evals[0].run, label, folder, inception_params, seed)
+        for label, folder in sample_dirs
+    ]
     rows = [e.row for e in evals]
     table = markdown_table(rows)
     os.makedirs(out, exist_ok=True)

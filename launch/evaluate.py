@@ -1,7 +1,8 @@
 """Evaluate trained runs of one image: metrics table, evaluation.json, contact sheet.
 
 python -m launch.evaluate --workdirs=runs/singan,runs/agan --num_samples=50 \
-    --out=runs/eval [--inception_weights=inception_v3.pth] [--seed=0]
+    --out=runs/eval [--inception_weights=inception_v3.pth] [--seed=0] \
+    [--samples=official_singan=path/to/its/samples]
 
 Writes OUT/evaluation.json (every value, per-sample SIFIDs), OUT/table.md and
 OUT/contact_sheet.png (a row per run: training image, then its first samples),
@@ -28,6 +29,13 @@ _WEIGHTS = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling and SWD-projection seed.")
 _K = flags.DEFINE_integer("sheet_samples", 8, "Samples per row of the contact sheet.")
+_SAMPLES = flags.DEFINE_multi_string(
+    "samples",
+    [],
+    "LABEL=DIR: a folder of samples from another program (e.g. the official "
+    "SinGAN's), at the training size, evaluated against the first run's "
+    "training image as a row LABEL. Repeatable.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -43,6 +51,12 @@ def main(argv: list[str]) -> None:
         raise UserError(
             "--out is required: the folder for evaluation.json and the sheet"
         )
+    pairs = []
+    for item in _SAMPLES.value:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise UserError(f"--samples={item!r}: give LABEL=DIR, e.g. official=out/s")
+        pairs.append((label, folder))
     evals, table = evaluation.evaluate_to_dir(
         _WORKDIRS.value,
         _OUT.value,
@@ -50,6 +64,7 @@ def main(argv: list[str]) -> None:
         seed=_SEED.value,
         inception_weights=_WEIGHTS.value,
         k=_K.value,
+        sample_dirs=pairs,
     )
     print(table)
     rows = ", ".join(f"{i + 1} {e.row['method']}" for i, e in enumerate(evals))
