@@ -1,13 +1,14 @@
 """Loss plots from metrics.jsonl, without TensorBoard: one PNG per run or comparison.
 
-`write_losses(workdirs, path)` draws one panel per logged quantity (critic loss,
-gradient penalty, generator adversarial, reconstruction and TV losses, learning
-rates, noise amplitude, seconds per iteration); in each panel the stages stand
-side by side along x (x = iteration, stage k after stage k-1, dotted lines
-between stages) and several runs are overlaid, one colour each. Training calls it
-after every stage (`plots/losses.png` in the run directory), `python -m
-launch.plot` redraws it for any finished or running run. matplotlib (Agg, no
-pyplot state) is imported only when a figure is drawn.
+`write_losses(workdirs, path)` draws one panel per logged quantity (`PANELS`:
+critic loss and its WGAN term, gradient penalty, generator adversarial,
+reconstruction and TV losses, learning rates, noise amplitude, seconds per
+iteration); in each panel the stages stand side by side along x (x = iteration,
+stage k after stage k-1, dotted lines between stages) and several runs are
+overlaid, one colour each. Training draws `plots/losses.png` in the run
+directory after stages and at its end (train/loop.py), `python -m launch.plot`
+redraws it for any finished or running run. matplotlib (Agg canvas, no pyplot
+state) is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -19,19 +20,22 @@ from collections.abc import Iterable, Sequence
 
 from agan_jax.errors import UserError
 
-# (record key, panel title, log scale when every value is positive)
-PANELS: tuple[tuple[str, str, bool], ...] = (
-    ("d_loss", "critic loss (WGAN + λ·GP)", False),
-    ("d_wgan", "critic WGAN term: E[D(fake)] − E[D(real)]", False),
-    ("gp", "gradient penalty", True),
-    ("g_adv", "generator adversarial loss", False),
-    ("rec", "reconstruction loss (MSE)", True),
-    ("tv", "TV loss", True),
-    ("lr_d", "learning rate, critic", True),
-    ("lr_g", "learning rate, generator", True),
-    ("noise_amp", "noise amplitude", True),
-    ("s_per_iter", "seconds per iteration", True),
+# (panel title, record keys drawn in it (solid, dashed), log scale allowed)
+PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("critic loss (WGAN + λ·GP)", ("d_loss",), False),
+    ("critic WGAN term: E[D(fake)] − E[D(real)]", ("d_wgan",), False),
+    ("gradient penalty", ("gp",), True),
+    ("generator adversarial loss", ("g_adv",), False),
+    ("reconstruction loss (MSE)", ("rec",), True),
+    ("TV loss", ("tv",), True),
+    ("learning rate: critic (solid), generator (dashed)", ("lr_d", "lr_g"), True),
+    ("noise amplitude", ("noise_amp",), True),
+    ("seconds per iteration", ("s_per_iter",), True),
 )
+KEYS = tuple(k for _, keys, _ in PANELS for k in keys)
+STYLES = ("-", "--")
+# A panel is drawn on a log scale when its values span at least this ratio.
+LOG_RATIO = 10.0
 LOSSES_PNG = os.path.join("plots", "losses.png")
 COLUMNS = 3
 
@@ -82,7 +86,7 @@ def stage_series(records: Iterable[dict]) -> Series:
             points[(int(rec["stage"]), int(rec["iter"]))] = rec
     out: Series = {}
     for (stage, it), rec in sorted(points.items()):
-        for key, _, _ in PANELS:
+        for key in KEYS:
             value = rec.get(key)
             if value is None and key == "noise_amp" and stage in done:
                 value = done[stage].get("noise_amp")
@@ -116,7 +120,7 @@ def losses_figure(runs: Sequence[tuple[str, Series]], title: str = ""):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    keys = [p for p in PANELS if any(p[0] in s for _, s in runs)]
+    keys = [p for p in PANELS if any(k in s for _, s in runs for k in p[1])]
     if not keys:
         raise UserError(
             "no losses logged yet: the first record comes after train.log_every "
@@ -140,32 +144,33 @@ def losses_figure(runs: Sequence[tuple[str, Series]], title: str = ""):
     colours = [f"C{i % 10}" for i in range(len(runs))]
     axes = fig.subplots(rows, COLUMNS, squeeze=False).ravel()
     centres = [(a + b) / 2 for a, b in zip(offsets, offsets[1:], strict=False)]
-    for ax, (key, name, log) in zip(axes, keys, strict=False):
+    for ax, (name, panel_keys, log) in zip(axes, keys, strict=False):
         values_seen: list[float] = []
         for (label, series), colour in zip(runs, colours, strict=True):
             first = True
-            for stage, (its, values) in sorted(series.get(key, {}).items()):
-                x = [offsets[stage] + i for i in its]
-                ax.plot(
-                    x,
-                    values,
-                    color=colour,
-                    lw=1.2,
-                    marker="." if len(x) < 3 else None,
-                    label=label if first else None,
-                )
-                first = False
-                values_seen += values
+            for key, style in zip(panel_keys, STYLES, strict=False):
+                for stage, (its, values) in sorted(series.get(key, {}).items()):
+                    x = [offsets[stage] + i for i in its]
+                    ax.plot(
+                        x,
+                        values,
+                        color=colour,
+                        ls=style,
+                        lw=1.2,
+                        marker="." if len(x) < 3 else None,
+                        label=label if first else None,
+                    )
+                    first = False
+                    values_seen += values
         for x in offsets[1:-1]:
             ax.axvline(x, color="0.6", ls=":", lw=0.8)
-        if log and values_seen and min(values_seen) > 0:
+        low = min(values_seen, default=0.0)
+        if log and low > 0 and max(values_seen) >= LOG_RATIO * low:
             ax.set_yscale("log")
-            # Plain numbers (0.03, 0.0001), minor ticks labelled when the panel
-            # spans about a decade or less: no mathtext (slower, wider).
-            plain = ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
-            short = math.log10(max(values_seen) / min(values_seen)) < 1.3
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain if short else ticker.NullFormatter())
+            # Plain numbers (0.03, 0.0001) at the decades: no mathtext, which is
+            # slower to draw and wider than the margin.
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_title(name, fontsize=10, pad=12)
         ax.set_xlim(0, max(offsets[-1], 1))
         ax.tick_params(which="both", labelsize=8)

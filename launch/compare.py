@@ -8,7 +8,9 @@ Each method trains into OUT/<method> with configs/<family>.py:<schedule>,<size>
 the paper's 250 px, 2000 iterations). Re-running the same command resumes
 unfinished runs and skips finished ones; then every run is evaluated together as
 launch.evaluate does (OUT/evaluation.json, OUT/table.md, OUT/contact_sheet.png)
-and the table is printed. ConSinGAN joins the default methods once
+and the table is printed. OUT/report.html shows the table, one row of samples
+per method and the losses overlaid (OUT/plots/losses.png); each run gets its
+own OUT/<method>/report.html (launch.report). ConSinGAN joins the default methods once
 configs/consingan.py exists.
 """
 
@@ -109,7 +111,7 @@ def say(message: str) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from agan_jax import evaluation, image_io, inception, train
+    from agan_jax import evaluation, image_io, inception, report, train
     from agan_jax.errors import UserError
 
     if not _IMAGE.value:
@@ -158,13 +160,25 @@ def main(argv: list[str]) -> None:
         inception_weights=_WEIGHTS.value,
         inception_params=params,
     )
+    for e in evals:
+        report.write_run_report(
+            e.run.workdir,
+            samples=e.samples[: report.RUN_SAMPLES],
+            evaluation_row=e.row,
+        )
+    page = report.write_comparison_report(
+        _OUT.value,
+        [e.row for e in evals],
+        [e.run.real for e in evals],
+        [e.samples for e in evals],
+    )
     say(table)
     say(
         f"\nevaluation {evaluation.format_seconds(time.time() - t_eval)}, total "
         f"{evaluation.format_seconds(time.time() - t_all)}; wrote evaluation.json, "
         f"table.md and contact_sheet.png (rows: "
         + ", ".join(e.row["method"] for e in evals)
-        + f") to {os.path.abspath(_OUT.value)}"
+        + f") to {os.path.abspath(_OUT.value)}; open {page}"
     )
 
 

@@ -12,20 +12,13 @@ from agan_jax import image_io
 from agan_jax.applications import common
 from agan_jax.applications.common import RunLike
 from agan_jax.errors import UserError
-from agan_jax.models import families
 
 
 def check_attention(run: RunLike) -> None:
     """UserError unless the run's family has attention maps."""
-    run = common.run_of(run)
-    family = families.of(run.spec)
-    if family.attention:
-        return
-    able = [k for k, f in families.FAMILIES.items() if f.attention]
-    configs = ", ".join(f"configs/{k}.py" for k in able)
-    raise UserError(
-        f"this run's model ({run.spec.kind}) has no attention maps; use a run of "
-        f"kind {' or '.join(able)} ({configs})"
+    kind = common.run_of(run).spec.kind
+    common.require_capability(
+        run, "attention", f"this run's model ({kind}) has no attention maps"
     )
 
 

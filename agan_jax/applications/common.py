@@ -13,6 +13,7 @@ import numpy as np
 
 from agan_jax import pyramid, sampling
 from agan_jax.errors import UserError
+from agan_jax.models import families
 from agan_jax.run import Run, Size
 from agan_jax.sampling import Sampler
 
@@ -27,6 +28,18 @@ def sampler_of(run: RunLike) -> Sampler:
 def run_of(run: RunLike) -> Run:
     """The Run of a Run or a Sampler."""
     return run.run if isinstance(run, Sampler) else run
+
+
+def require_capability(run: RunLike, flag: str, problem: str) -> None:
+    """UserError `problem` unless the run's family has the capability `flag` (a
+    boolean field of `models.family.Family`); the message names the families
+    that have it."""
+    run = run_of(run)
+    if getattr(families.of(run.spec), flag):
+        return
+    able = [k for k, f in families.FAMILIES.items() if getattr(f, flag)]
+    configs = ", ".join(f"configs/{k}.py" for k in able)
+    raise UserError(f"{problem}. Use a run of kind {' or '.join(able)} ({configs})")
 
 
 def check_complete(run: RunLike) -> None:

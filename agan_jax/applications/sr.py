@@ -40,17 +40,13 @@ class SuperResolved(NamedTuple):
 
 def check_stage_generators(run: RunLike) -> None:
     """UserError unless the run's family has a per-stage image generator."""
-    run = common.run_of(run)
-    family = families.of(run.spec)
-    if family.stage_generators:
-        return
-    able = [k for k, f in families.FAMILIES.items() if f.stage_generators]
-    configs = ", ".join(f"configs/{k}.py" for k in able)
-    raise UserError(
+    r = common.run_of(run)
+    name = families.of(r.spec).display_name(r.schedule)
+    common.require_capability(
+        run,
+        "stage_generators",
         "super-resolution applies the finest stage's generator to an image; a "
-        f"{family.display_name(run.schedule)} generator is one network over all "
-        f"stages, with no such step. Use a run of kind {' or '.join(able)} "
-        f"({configs})"
+        f"{name} generator is one network over all stages, with no such step",
     )
 
 
