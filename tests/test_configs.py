@@ -81,7 +81,11 @@ def test_settings_from_config_and_from_run_json_agree():
     assert s.train.iters == 20 and s.train.xla_opt_level == -1
     # Loss weights and the noise amplitude rule are the loss settings.
     assert s.loss == settings.LossSettings(
-        lambda_gp=0.1, alpha=10.0, tv_weight=1.0, noise_amp_base=0.1
+        lambda_gp=0.1,
+        alpha=10.0,
+        tv_weight=1.0,
+        tv_reduction="mean",
+        noise_amp_base=0.1,
     )
     if jax.default_backend() == "cpu":  # steps_per_call 0: the backend's default
         assert s.train.steps_per_call == 1
@@ -108,6 +112,15 @@ def test_settings_from_config_and_from_run_json_agree():
         (lambda c: c["model"].update(train_depth=0), "train_depth must be"),
         (lambda c: c["augment"].update(tiles=0), "augment.tiles must be"),
         (lambda c: c.update(noise_amp_base=float("nan")), "must be finite"),
+        (
+            lambda c: c["loss"].update(tv_reduction="median"),
+            "loss.tv_reduction must be 'mean' or 'sum'",
+        ),
+        (lambda c: c["train"].pop("lr_decay_iter"), "no field train.lr_decay_iter"),
+        (
+            lambda c: c["train"].update(update_rule="sometimes"),
+            "train.update_rule must be one of",
+        ),
     ],
 )
 def test_bad_settings_are_named(edit, message):
@@ -133,7 +146,90 @@ def test_consingan_modes_and_derived_min_size():
     h.data.max_size = 250  # --config.data.max_size=250
     assert settings.Settings.from_config(h).data.min_size == 120
     tiny = consingan.get_config("editing,tiny")
-    assert settings.Settings.from_config(tiny).data.min_size == 16  # at least 16
+    assert settings.Settings.from_config(tiny).data.min_size == 16  # tiny's own
     assert consingan.get_config("harmonization,gpu").train.iters_per_stage == 1000
     # Without a ratio, min_size is used as given.
     assert settings.Settings.from_config(c).data.min_size == c.data.min_size == 25
+
+
+def test_learning_rate_step_per_family():
+    """SinGAN/AGAN: official SinGAN's MultiStepLR(milestones=[1600]), stepped at
+    the start of every iteration, so iterations 1599.. train at lr x gamma;
+    ConSinGAN (and the default): x gamma from round(0.8 x iters) on."""
+    assert default.get_config().train.lr_decay_iter == -1
+    for cfg in (singan.get_config(), agan.get_config(), singan.get_config("gpu")):
+        assert cfg.train.lr_decay_iter == 1599
+        t = settings.Settings.from_config(cfg).train
+        assert t.decay_iter == 1599
+        assert t.decay_boundary(3) == 1599 * 3
+    c = consingan.get_config()
+    assert c.train.lr_decay_iter == -1
+    t = settings.Settings.from_config(c).train
+    assert t.decay_iter == 160  # 0.8 x 200
+    assert t.decay_boundary(3) == 480
+    g = settings.Settings.from_config(consingan.get_config("gpu")).train
+    assert g.decay_iter == 1600 and g.decay_boundary(1) == 1600
+    # Iterations at the CPU size never reach SinGAN's step.
+    assert settings.Settings.from_config(singan.get_config()).train.iters < 1599
+
+
+def test_tv_reduction_default_and_agan_weight():
+    for cfg in (default.get_config(), agan.get_config(), consingan.get_config()):
+        assert cfg.loss.tv_reduction == "mean"
+    assert agan.get_config().loss.tv_weight == 1.0
+    assert singan.get_config().loss.tv_weight == 0.0
+    assert consingan.get_config().loss.tv_weight == 0.0
+
+
+def test_consingan_recipes_per_mode():
+    """ConSinGAN's README / main_train.py recipes, at 250 px (`:gpu`)."""
+    read = settings.Settings.from_config
+    h = read(consingan.get_config("harmonization,gpu"))
+    assert (h.pyramid.num_stages, h.data.min_size) == (3, 120)
+    assert (h.model.leaky_slope, h.model.batch_norm) == (0.3, True)
+    assert h.train.iters == 1000
+    e = read(consingan.get_config("editing,gpu"))
+    assert (e.pyramid.num_stages, e.data.min_size, e.data.min_size_ratio) == (6, 25, 0)
+    assert (e.model.leaky_slope, e.model.batch_norm) == (0.05, True)
+    assert e.train.iters == 1000
+    a = read(consingan.get_config("animation,gpu"))
+    assert (a.data.min_size, a.model.batch_norm, a.train.iters) == (20, False, 2000)
+    for mode in ("generation", "retarget"):
+        g = read(consingan.get_config(f"{mode},gpu"))
+        assert (g.pyramid.num_stages, g.data.min_size) == (6, 25)
+        assert (g.model.leaky_slope, g.model.batch_norm) == (0.05, False)
+        assert g.train.iters == 2000
+    # CPU-sized: 200 iterations in every mode.
+    for mode in consingan.MODES:
+        assert read(consingan.get_config(mode)).train.iters == 200
+
+
+@pytest.mark.parametrize(
+    "name,arg,rule",
+    [
+        ("singan", None, "singan"),
+        ("agan", None, "singan"),
+        ("agan", "cos", "singan"),
+        ("consingan", None, "consingan"),
+        ("consingan", "harmonization", "consingan"),
+        ("consingan", "editing", "consingan"),
+        ("consingan", "animation", "consingan"),
+    ],
+)
+def test_auto_update_rule_is_the_family_own(name, arg, rule):
+    from agan_jax.models import families
+    from agan_jax.train import updates
+
+    mod = {"singan": singan, "agan": agan, "consingan": consingan}[name]
+    s = settings.Settings.from_config(mod.get_config(arg))
+    assert s.train.update_rule == "auto"
+    family = families.of(s.model)
+    assert updates.resolve_rule(family, s.model, s.train) == rule
+    # SinGAN and AGAN may also train with our earlier rule; ConSinGAN only its own.
+    other = "fresh" if name != "consingan" else "singan"
+    t = dataclasses.replace(s.train, update_rule=other)
+    if name != "consingan":
+        assert updates.resolve_rule(family, s.model, t) == "fresh"
+    else:
+        with pytest.raises(UserError, match="not a rule of consingan"):
+            updates.resolve_rule(family, s.model, t)

@@ -393,7 +393,8 @@ def test_consingan_rule_is_refused_for_singan(tmp_path, kind):
     with cfg.unlocked():
         cfg.train.update_rule = "consingan"
     message = (
-        f"update_rule='consingan' is not a rule of {kind}, which trains with fresh"
+        f"update_rule='consingan' is not a rule of {kind}, which trains with "
+        "singan, fresh"
     )
     with pytest.raises(UserError, match=message):
         train.train(cfg, str(tmp_path), progress=False)
@@ -408,22 +409,62 @@ def _rule(config) -> str:
     return resolve_rule(families.of(s.model), s.model, s.train)
 
 
-def test_update_rule_auto_by_model_and_batch_norm():
-    """'auto': ConSinGAN's rule without BatchNorm; 'fresh' with it (where that rule
-    diverged) and for SinGAN/AGAN."""
+def test_singan_rule_is_refused_for_consingan():
+    cfg = tiny_config("consingan")
+    cfg.train.update_rule = "singan"
+    with pytest.raises(UserError, match="'singan' is not a rule of consingan"):
+        _rule(cfg)
+
+
+def test_update_rule_auto_is_the_family_own_in_every_mode():
+    """'auto': ConSinGAN's rule in every mode, with BatchNorm or not (its code
+    trains them all so); official SinGAN's for SinGAN and AGAN."""
     from configs import consingan as con_cfg
 
     assert tiny_config("consingan").train.update_rule == "auto"
     assert _rule(tiny_config("consingan")) == "consingan"
     cfg = tiny_config("consingan")
     cfg.model.batch_norm = True
-    assert _rule(cfg) == "fresh"
-    harm = con_cfg.get_config("harmonization,tiny")
-    assert _rule(harm) == "fresh"
-    assert _rule(tiny_config("agan")) == "fresh"
-    assert _rule(tiny_config("singan")) == "fresh"
-    cfg.train.update_rule = "consingan"
     assert _rule(cfg) == "consingan"
-    cfg = tiny_config("consingan")
+    for mode in ("harmonization", "editing"):
+        c = con_cfg.get_config(f"{mode},tiny")
+        assert c.model.batch_norm and _rule(c) == "consingan"
+    assert _rule(tiny_config("agan")) == "singan"
+    assert _rule(tiny_config("singan")) == "singan"
     cfg.train.update_rule = "fresh"
     assert _rule(cfg) == "fresh"
+    cfg = tiny_config("singan")
+    cfg.train.update_rule = "fresh"
+    assert _rule(cfg) == "fresh"
+
+
+def test_batchnorm_uses_batch_statistics_in_sampling():
+    """With BatchNorm (harmonization, editing) every block normalises with the
+    statistics of the image it is given, in training and in sampling, as official
+    ConSinGAN (never in eval mode) does: the stored running averages play no part,
+    and an image in a batch of two is normalised with the pair's statistics (so
+    the sampler vmaps one image per batch)."""
+    spec = model_spec("consingan", batch_norm=True, mode="harmonization")
+    gen = FAMILY.make_generator(spec, 1)
+    sizes = [(12, 14), (16, 19)]
+    k = jax.random.split(jax.random.key(0), 4)
+    zs = [jax.random.normal(k[0], (2, *sizes[0], 3))]
+    zs.append(jax.random.normal(k[1], (2, *consingan.noise_shape(spec, sizes[1], 1))))
+    amps = jnp.asarray([1.0, 0.3])
+    variables = gen.init(k[2], [z[:1] for z in zs], amps)
+    assert "batch_stats" in variables
+
+    def run(v, z, train):
+        (out, _), _ = gen.apply(v, z, amps, train=train, mutable=["batch_stats"])
+        return np.asarray(out)
+
+    sample = run(variables, zs, False)
+    np.testing.assert_allclose(sample, run(variables, zs, True), rtol=0, atol=0)
+    # Running averages far from the batch's: the output does not change.
+    odd = jax.tree.map(lambda x: x + 100.0, variables["batch_stats"])
+    np.testing.assert_allclose(
+        run({**variables, "batch_stats": odd}, zs, False), sample, atol=0
+    )
+    # With running statistics an image alone would equal it in the pair.
+    alone = run(variables, [z[:1] for z in zs], False)
+    assert np.abs(alone[0] - sample[0]).max() > 1e-4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from scipy import linalg, ndimage
 
 from agan_jax import inception, metrics
 from agan_jax.errors import UserError
@@ -45,7 +46,6 @@ def test_rmse_values_and_broadcast():
 
 def ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
     """Wang et al. SSIM with SciPy's Gaussian filter (11 taps), valid region only."""
-    ndimage = pytest.importorskip("scipy.ndimage")
     a = (a.astype(np.float64) + 1) / 2
     b = (b.astype(np.float64) + 1) / 2
     c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
@@ -156,7 +156,6 @@ def random_gaussian(rng: np.random.Generator, d: int, n: int):
 
 
 def frechet_reference(mu1, s1, mu2, s2) -> float:
-    linalg = pytest.importorskip("scipy.linalg")
     covmean = linalg.sqrtm(s1 @ s2).real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))

@@ -337,6 +337,22 @@ def test_family_registry():
         families.of(con)
 
 
+def test_family_update_rules():
+    # SinGAN and AGAN (built on SinGAN's code) train with official SinGAN's rule
+    # by default, our earlier 'fresh' as an option; ConSinGAN with its own rule
+    # in every mode, BatchNorm or not.
+    for kind in ("singan", "agan"):
+        fam = families.get(kind)
+        assert fam.update_rules == ("singan", "fresh")
+        assert fam.default_rule(model_spec(kind)) == "singan"
+    con = families.get("consingan")
+    assert set(con.update_rules) == {"fresh", "consingan"}
+    for mode in ("generation", "harmonization", "editing", "animation"):
+        for bn in (False, True):
+            spec = model_spec("consingan", mode=mode, batch_norm=bn)
+            assert con.default_rule(spec) == "consingan"
+
+
 def _config(**overrides):
     config = tiny_config("agan")
     model = dict(

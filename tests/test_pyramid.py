@@ -111,7 +111,15 @@ def test_stage_sizes_invariants(schedule, finest_hw, num_stages, min_size):
     sizes = pyramid.stage_sizes(schedule, finest_hw, num_stages, min_size)
     assert len(sizes) == num_stages
     assert sizes[-1] == finest_hw
-    assert min(sizes[0]) == min_size
+    # The coarsest stage is the image resized by r**N = min_size / m, sized as
+    # the official imresize does: ceil of the float64 product, so float noise
+    # just above min_size gives min_size + 1 (101x250: 101 * r**3 is
+    # 25.000000000000007, so 26).
+    m, n = min(finest_hw), num_stages - 1
+    r = (min_size / m) ** (1 / n)
+    assert min(sizes[0]) in (min_size, min_size + 1)
+    if schedule == "geometric":
+        assert min(sizes[0]) == math.ceil(m * r**n)
     for (h0, w0), (h1, w1) in zip(sizes[:-1], sizes[1:], strict=True):
         assert h0 <= h1 and w0 <= w1
 
@@ -120,12 +128,17 @@ def test_stage_sizes_min_size_equal_to_image():
     assert pyramid.stage_sizes("cos", (40, 30), 3, 30) == [(40, 30)] * 3
 
 
-def test_stage_sizes_float_noise_guard():
+def test_stage_sizes_float_noise_follows_official_ceil():
     # m * ((25/m)**(1/6))**6 is 25 only up to float noise (e.g. 25.000000000000004
-    # for some m); a plain ceil would give 26, the guarded ceil must give 25.
+    # for some m); official SinGAN's imresize takes the plain ceil of the float64
+    # product, giving 26 there, and so must we (no tolerance).
+    sides = []
     for m in range(25, 400):
         sizes = pyramid.stage_sizes("geometric", (m, m + 13), 7, 25)
-        assert min(sizes[0]) == 25
+        r = (25 / m) ** (1 / 6)
+        assert min(sizes[0]) == math.ceil(m * r**6)
+        sides.append(min(sizes[0]))
+    assert set(sides) == {25, 26}  # both cases occur in this range
 
 
 def test_stage_sizes_errors():
