@@ -18,6 +18,7 @@ import jax
 
 from agan_jax import losses
 from agan_jax.models import families
+from agan_jax.train import updates
 from agan_jax.train.loop import Stages, compile_stage, plan_stages
 from benchmarks import common, references, stage
 from benchmarks.stage import Size
@@ -63,16 +64,7 @@ def _critic_and_input(hw: Size, width: int, num_layers: int = 5, seed: int = 0):
     d_vars = d_mod.init(jax.random.key(seed + 1), x[None], train=False)
 
     def critic_of(params):
-        def critic(y):
-            out, _ = d_mod.apply(
-                {**d_vars, "params": params},
-                y[None],
-                train=True,
-                mutable=["batch_stats"],
-            )
-            return out[0]
-
-        return critic
+        return updates.critic_of(d_mod, d_vars, params)
 
     return d_vars["params"], critic_of, x
 

@@ -59,6 +59,22 @@ def optax_apply(params, updates):
     return jax.tree.map(lambda p, u: p + u, params, updates)
 
 
+def critic_of(d_mod, d_vars, params):
+    """The critic as a function of one HWC image, with these parameters (training
+    mode; its BatchNorm running statistics are not kept)."""
+
+    def critic(x):
+        out, _ = d_mod.apply(
+            {**d_vars, "params": params},
+            x[None],
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return out[0]
+
+    return critic
+
+
 def d_tx(ts: TrainSettings):
     """The critic's Adam, its learning rate x gamma from `ts.decay_iter` on."""
     boundary = ts.decay_boundary(ts.d_steps)
@@ -99,16 +115,7 @@ def make_stage_fns(
         return [*lower[: n_in - 1], jax.random.fold_in(kit, 0)], k_a
 
     def critic_fn(d_vars, params):
-        def critic(x):
-            out, _ = d_mod.apply(
-                {**d_vars, "params": params},
-                x[None],
-                train=True,
-                mutable=["batch_stats"],
-            )
-            return out[0]
-
-        return critic
+        return critic_of(d_mod, d_vars, params)
 
     def d_step(state: StageState, data: StageData):
         """One critic update: with a fresh input ('fresh'), or ('consingan') with
