@@ -9,6 +9,7 @@ runs variants in turns, so load drift hits every variant alike.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -16,6 +17,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -140,6 +143,56 @@ def run_command(
         timeout=timeout,
     )
     return time.perf_counter() - t0, p
+
+
+@dataclasses.dataclass
+class Measured:
+    """One child process: wall seconds, user+sys CPU seconds, peak RSS (MiB),
+    exit status and the end of its stderr."""
+
+    wall_s: float
+    cpu_s: float
+    rss_mib: float
+    returncode: int
+    stderr: str
+
+
+def run_measured(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float = 7200,
+) -> Measured:
+    """Runs `args` as one child process; its own wall time, CPU time and peak RSS
+    (os.wait4's resource usage of that child alone, so children measured in turn
+    do not mix). Output goes to temporary files; a child past `timeout` is killed."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(
+            list(args),
+            cwd=cwd or ROOT,
+            env=dict(env) if env is not None else child_env(),
+            stdout=out,
+            stderr=err,
+        )
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-2000:].decode(errors="replace")
+    # ru_maxrss is KiB on Linux.
+    return Measured(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        rss_mib=usage.ru_maxrss / 1024.0,
+        returncode=p.returncode,
+        stderr=tail,
+    )
 
 
 def python_module(module: str, *args: str) -> list[str]:

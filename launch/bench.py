@@ -4,7 +4,8 @@
   python -m launch.bench --config=configs/singan.py --config.train.iters_per_stage=50 \\
       --batch_sizes=1,4,16,64,256,1024
   python -m launch.bench --suite=micro                # issue 6's measured facts
-  python -m launch.bench --suite=cpu_targets          # whole-process CPU targets
+  python -m launch.bench --suite=cpu_targets --official_singan=PATH \\
+      --official_consingan=PATH --official_python=PATH/TO/torch/python  # side by side
   python -m launch.bench --suite=levers               # speed levers, in turns
   python -m launch.bench --suite=issue6               # micro + cpu_targets (~45 min)
   python -m launch.bench --suite=gpu --gpu_iters=200 --gpu_budget_s=330  # one H100 loan
@@ -16,7 +17,10 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   micro        benchmarks/micro.py: issue 6's microbenchmarks beside the issue's,
                PyTorch's and the target figures (--micro_sizes=tiny: tiny sizes).
   cpu_targets  benchmarks/targets.py: `launch.train` + `launch.sample` as
-               subprocesses for SinGAN and ConSinGAN at max_size 64 and 128.
+               subprocesses for SinGAN and ConSinGAN at max_size 64 and 128 and
+               AGAN at 64, in turns with the official programs (checkouts you
+               provide; without them our figures alone), medians of
+               --target_rounds rounds.
   levers       benchmarks/levers.py: XNNPACK, compile unit and optimisation
                level variants compared in turns (--lever_sizes=tiny: tiny sizes).
   issue6       micro, then cpu_targets.
@@ -63,7 +67,7 @@ _ONLY = flags.DEFINE_list(
     "only",
     None,
     "micro: figure keys (benchmarks.references.FIGURES); cpu_targets: target keys "
-    "(singan_64, consingan_64, singan_128, consingan_128). Default: all.",
+    "(singan_64, consingan_64, agan_64, singan_128, consingan_128). Default: all.",
 )
 _TARGET_ITERS = flags.DEFINE_integer(
     "target_iters",
@@ -78,6 +82,33 @@ _OVERRIDES = flags.DEFINE_multi_string(
     [],
     "cpu_targets: a further launch.train flag, repeatable "
     "(--target_flag=--config.train.compile_unit=iteration).",
+)
+_TARGET_ROUNDS = flags.DEFINE_integer(
+    "target_rounds",
+    2,
+    "cpu_targets: rounds per target; each round runs ours and the official program "
+    "in turns (A B, then B A).",
+)
+_TARGET_IMAGE = flags.DEFINE_string(
+    "target_image", None, "cpu_targets: training image (default data/colusseum.png)."
+)
+_OFFICIAL_SINGAN = flags.DEFINE_string(
+    "official_singan",
+    None,
+    "cpu_targets: a local checkout of the official SinGAN that runs on your PyTorch "
+    "(default $AGAN_OFFICIAL_SINGAN; none: no comparison).",
+)
+_OFFICIAL_CONSINGAN = flags.DEFINE_string(
+    "official_consingan",
+    None,
+    "cpu_targets: a local checkout of the official ConSinGAN "
+    "(default $AGAN_OFFICIAL_CONSINGAN; none: no comparison).",
+)
+_OFFICIAL_PYTHON = flags.DEFINE_string(
+    "official_python",
+    None,
+    "cpu_targets: the interpreter with PyTorch that runs the official programs "
+    "(default $AGAN_OFFICIAL_PYTHON, else this one).",
 )
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 6, "levers: timed turns per variant (compile_rounds: 2)."
@@ -145,7 +176,18 @@ def suite_cpu_targets():
     from benchmarks import targets
 
     return targets.suite(
-        _ONLY.value, _TARGET_ITERS.value, _OVERRIDES.value, _TARGET_SAMPLES.value, _log
+        _ONLY.value,
+        _TARGET_ITERS.value,
+        _OVERRIDES.value,
+        _TARGET_SAMPLES.value,
+        _log,
+        rounds=_TARGET_ROUNDS.value,
+        checkouts={
+            "singan": _OFFICIAL_SINGAN.value,
+            "consingan": _OFFICIAL_CONSINGAN.value,
+        },
+        python=_OFFICIAL_PYTHON.value,
+        image=_TARGET_IMAGE.value,
     )
 
 

@@ -25,6 +25,7 @@ from benchmarks import (
     gpu,
     levers,
     micro,
+    official,
     references,
     stage,
     targets,
@@ -135,8 +136,48 @@ def test_train_suite_tiny():
     assert "model AGAN(3)" in text
 
 
-def test_cpu_targets_suite_tiny():
-    """One target trained and sampled as two child processes (tiny overrides)."""
+FAKE_SINGAN_TRAIN = """
+import argparse, os, sys
+p = argparse.ArgumentParser()
+for a in ("--max_size", "--niter", "--manualSeed", "--input_dir", "--input_name"):
+    p.add_argument(a)
+p.add_argument("--not_cuda", action="store_true")
+o = p.parse_args()
+assert os.path.exists(os.path.join(o.input_dir, o.input_name)), o
+keep = bytearray(64 << 20)  # 64 MiB held: peak RSS of this process
+os.makedirs("TrainedModels/" + o.input_name[:-4], exist_ok=True)
+with open("calls.log", "a") as f:
+    f.write("train %s %s\\n" % (o.max_size, o.niter))
+"""
+FAKE_SINGAN_SAMPLE = """
+import argparse, os
+p = argparse.ArgumentParser()
+for a in ("--max_size", "--manualSeed", "--input_dir", "--input_name", "--mode",
+          "--gen_start_scale"):
+    p.add_argument(a)
+p.add_argument("--not_cuda", action="store_true")
+o = p.parse_args()
+assert os.path.isdir("TrainedModels/" + o.input_name[:-4])  # same working dir
+d = "Output/RandomSamples/%s/gen_start_scale=0" % o.input_name[:-4]
+os.makedirs(d, exist_ok=True)
+for i in range(3):
+    open(os.path.join(d, "%d.png" % i), "wb").close()
+"""
+
+
+def _fake_singan(tmp_path) -> str:
+    """A stand-in for a checkout of the official SinGAN: its two scripts' command
+    lines, a known memory use and known outputs (none of its code)."""
+    root = tmp_path / "fake_singan"
+    root.mkdir()
+    (root / "main_train.py").write_text(FAKE_SINGAN_TRAIN)
+    (root / "random_samples.py").write_text(FAKE_SINGAN_SAMPLE)
+    return str(root)
+
+
+def test_cpu_targets_side_by_side_tiny(tmp_path):
+    """One target, 2 rounds in turns with a stand-in official program: our two
+    child processes (tiny overrides) and theirs, medians and ratios."""
     flags = [
         f"--config.{k}={v}"
         for k, v in _tiny_overrides().items()
@@ -148,16 +189,70 @@ def test_cpu_targets_suite_tiny():
         overrides=flags,
         num_samples=4,
         cache=os.environ.get("AGAN_JAX_CACHE", "off"),
+        rounds=2,
+        checkouts={"singan": _fake_singan(tmp_path)},
+        python=sys.executable,
     )
-    (table,) = _tables(text)
+    table, split = _tables(text)
     assert table[0] == list(targets.COLUMNS)
-    assert len(table) == 1 + len(references.CPU_TARGETS)
-    row = table[1]
-    assert "error" not in res["results"]["singan_64"], res
-    assert row[1] == str(gpu.TINY.iters) and row[2] == "2"
-    assert row[-1] == "-"  # smoke runs are not comparable with the target
-    assert all(r[3] == "not measured" for r in table[2:])
-    assert "--suite=gpu" in text
+    runs = res["results"]["singan_64"]["runs"]
+    assert [(r["round"], r["program"]) for r in runs] == [
+        (0, "ours"),
+        (0, "singan"),
+        (1, "singan"),
+        (1, "ours"),
+    ]
+    assert not [r for r in runs if "error" in r], runs
+    theirs = [r for r in runs if r["program"] == "singan"]
+    assert all(r["samples"] == 3 for r in theirs)
+    assert all(r["train"]["rss_mib"] > 64 for r in theirs)  # its 64 MiB buffer
+    ours = [r for r in runs if r["program"] == "ours"]
+    assert all(r["stages"] == 2 and r["train"]["cpu_s"] > 0 for r in ours)
+    rows = [r for r in table[1:] if r[0].startswith("configs/singan.py max_size 64")]
+    assert [r[2] for r in rows] == ["ours", "official SinGAN"]
+    assert [r[3] for r in rows] == ["2", "2"]
+    wall = [float(r[4].replace(",", "")) for r in rows]
+    rss = [float(r[6].replace(",", "")) for r in rows]
+    assert float(rows[0][7]) == pytest.approx(wall[0] / wall[1], rel=0.02)
+    assert float(rows[0][8]) == pytest.approx(rss[0] / rss[1], rel=0.02)
+    assert rows[0][9] == "- (smoke run)"  # 2 iterations are not the target
+    assert all(r[4] == "not measured" for r in table[1:] if r not in rows)
+    assert "No comparison" not in text
+    assert split[0] == list(targets.SPLIT_COLUMNS) and len(split) == 2
+    s = ours[0]["split"]
+    parts = s["outside_stages_s"] + s["compile_wait_s"] + s["loop_s"]
+    assert parts + s["stage_rest_s"] == pytest.approx(ours[0]["train"]["wall_s"])
+    assert min(s["outside_stages_s"], s["loop_s"], s["stage_rest_s"]) >= 0
+    # It ran in temporary working directories: the checkout is left as it was.
+    assert sorted(os.listdir(_fake_singan_root(tmp_path))) == [
+        "main_train.py",
+        "random_samples.py",
+    ]
+
+
+def _fake_singan_root(tmp_path) -> str:
+    return str(tmp_path / "fake_singan")
+
+
+def test_official_checkout_and_commands(tmp_path, monkeypatch):
+    monkeypatch.delenv(official.ENV["singan"], raising=False)
+    assert official.checkout("singan", None) is None
+    with pytest.raises(FileNotFoundError, match="no main_train.py, random_samples.py"):
+        official.checkout("singan", str(tmp_path))
+    monkeypatch.setenv(official.ENV["singan"], _fake_singan(tmp_path))
+    assert official.checkout("singan", None) == _fake_singan_root(tmp_path)
+    image = os.path.join(ROOT, "data", "colusseum.png")
+    cmd = official.train_command("consingan", "/c", "py", image, 64, 200, 1, "/w")
+    assert cmd.argv[:2] == ("py", "/c/main_train.py") and cmd.cwd == "/w"
+    assert cmd.argv[cmd.argv.index("--input_name") + 1] == image
+    assert "generation" in cmd.argv and "--not_cuda" in cmd.argv
+    run = tmp_path / "w" / "TrainedModels" / "colusseum" / "2026_generation"
+    run.mkdir(parents=True)
+    cmd = official.sample_command(
+        "consingan", "/c", "py", image, 64, 1, 50, str(tmp_path / "w")
+    )
+    assert cmd.argv[cmd.argv.index("--model_dir") + 1] == str(run)
+    assert cmd.argv[cmd.argv.index("--num_samples") + 1] == "50"
 
 
 # One figure per code path: a runner of unit update, a critic update, the penalty
@@ -240,28 +335,67 @@ def test_micro_table_has_a_row_per_figure_with_targets():
     assert _column(table, "meets")[0] == "yes"  # 0.01 s <= PyTorch's 0.61 s
 
 
-def test_target_table_marks_failures_and_rows_per_target():
+def _run(program, wall, rss, r=0, **kw):
+    return {
+        "program": program,
+        "round": r,
+        "wall_s": wall,
+        "cpu_s": wall * 1.5,
+        "rss_mib": rss,
+        **kw,
+    }
+
+
+def test_target_table_medians_ratios_and_failures():
     results = {
         "singan_64": {
             "key": "singan_64",
             "iters": 200,
-            "train_s": 150.0,
-            "sample_s": 10.0,
-            "total_s": 160.0,
-            "stages": 5,
-            "finest_s_per_it": 0.4,
+            "checkout": "/x",
+            "runs": [
+                _run("ours", 100.0, 900.0),
+                _run("singan", 200.0, 1000.0),
+                _run("singan", 180.0, 1100.0, 1),
+                _run("ours", 120.0, 950.0, 1),
+                _run("ours", 110.0, 1000.0, 2),
+            ],
         },
-        "consingan_64": {"key": "consingan_64", "error": "configs/x does not exist"},
+        "consingan_64": {
+            "key": "consingan_64",
+            "iters": 200,
+            "checkout": None,
+            "runs": [_run("ours", 100.0, 900.0)],
+        },
+        "agan_64": {
+            "key": "agan_64",
+            "iters": 200,
+            "checkout": "/x",
+            "runs": [
+                _run("ours", 1, 1, error="train: rc 1: boom"),
+                _run("singan", 1, 1),
+            ],
+        },
     }
-    text = targets.format_targets(results)
-    assert "| 160 (150 + 10) | 265 | 265 | 185 | 0.60 | 0.400 | 0.61 | yes |" in text
-    assert "failed: configs/x does not exist" in text
-    (table,) = _tables(text)
-    assert len(table) == 1 + len(references.CPU_TARGETS)
+    (table,) = _tables(targets.format_targets(results))
+    rows = {(r[0].split()[0], r[2]): r for r in table[1:] if "max_size 64" in r[0]}
+    ours = rows[("configs/singan.py", "ours")]
+    # medians 110 s / 950 MiB against 190 s / 1050 MiB
+    assert ours[3:] == ["3", "110", "165", "950", "0.58", "0.90", "yes"]
+    assert rows[("configs/singan.py", "official SinGAN")][3:7] == [
+        "2",
+        "190",
+        "285",
+        "1,050",
+    ]
+    alone = rows[("configs/consingan.py", "ours")]
+    assert alone[-1] == "no comparison" and alone[7] == "-"
+    assert ("configs/consingan.py", "official ConSinGAN") not in rows
+    assert rows[("configs/agan.py", "ours")][4].startswith("failed: train: rc 1")
+    assert sum(r[4] == "not measured" for r in table[1:]) == 2  # the 128 px rows
 
 
 def test_run_target_without_config_and_stage_records(tmp_path):
-    missing = references.Target("x", "configs/does_not_exist.py", 64, 1.0, 1.0, 0.7)
+    missing = references.Target("x", "configs/does_not_exist.py", 64, "singan")
     assert "error" in targets.run_target(missing)
     records = [
         {"stage": 0, "iter": 25, "d_loss": 0.1},
