@@ -357,6 +357,105 @@ def format_split(results: dict[str, dict]) -> str:
     return common.table(SPLIT_COLUMNS, rows)
 
 
+def _cache_entries(path: str) -> set[str]:
+    return {f for _, _, files in os.walk(path) for f in files}
+
+
+def cache_check(
+    target: Target,
+    iters: int | None = None,
+    overrides: Sequence[str] = (),
+    num_samples: int = 50,
+    image: str | None = None,
+) -> dict:
+    """Issue 13's 'a second run is free of compilation': with a fresh persistent
+    cache, `target` trains and samples on the image, then on its mirror image
+    (another image, the same stage shapes), then samples that run again. Per
+    step: wall, compile waited for, and the cache entries it added (0: every
+    program it compiled long enough to be cached came from the cache)."""
+    from PIL import Image
+
+    tmp = tempfile.mkdtemp(prefix="agan_cache_check_")
+    cache = os.path.join(tmp, "xla")
+    os.makedirs(cache)
+    src = image or common.BUNDLED_IMAGE
+    mirror = os.path.join(tmp, "mirror.png")
+    with Image.open(src) as im:
+        im.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror)
+    steps = []
+    try:
+        before: set[str] = set()
+        for name, img in (("first image", src), ("mirror image", mirror)):
+            r = run_target(
+                target, iters, num_samples, None, 7200, overrides, cache, img
+            )
+            after = _cache_entries(cache)
+            steps.append(
+                {
+                    "step": f"train + sample, {name}",
+                    "wall_s": r.get("wall_s"),
+                    "compile_wait_s": sum(
+                        x or 0.0 for x in r.get("compile_wait_s", [])
+                    ),
+                    "new_entries": len(after - before),
+                    "new_names": sorted(n.split("-")[0] for n in after - before),
+                    "error": r.get("error"),
+                }
+            )
+            before = after
+        workdir = os.path.join(tmp, "run")
+        r = run_target(target, iters, 2, workdir, 7200, overrides, cache, mirror)
+        before = _cache_entries(cache)
+        m = common.run_measured(
+            common.python_module(
+                "launch.sample",
+                f"--workdir={workdir}",
+                f"--num_samples={num_samples}",
+                f"--out={os.path.join(tmp, 'again')}",
+            ),
+            common.child_env(cache=cache),
+        )
+        steps.append(
+            {
+                "step": "launch.sample again on a trained run",
+                "wall_s": m.wall_s,
+                "compile_wait_s": None,
+                "new_entries": len(_cache_entries(cache) - before),
+                "new_names": sorted(
+                    n.split("-")[0] for n in _cache_entries(cache) - before
+                ),
+                "error": m.stderr[-300:] if m.returncode else None,
+            }
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"key": target.key, "steps": steps}
+
+
+def format_cache_check(check: dict) -> str:
+    """Markdown table of cache_check's steps."""
+    rows = [
+        (
+            s["step"],
+            common.num(s["wall_s"]) if not s["error"] else f"failed: {s['error'][:80]}",
+            common.num(s["compile_wait_s"]),
+            f"{s['new_entries']} ({', '.join(s['new_names'])})"
+            if s["new_entries"]
+            else "0",
+        )
+        for s in check["steps"]
+    ]
+    return common.table(
+        (
+            "step (persistent cache on, empty at first)",
+            "wall s",
+            "compile waited s",
+            "new cache entries",
+        ),
+        rows,
+    )
+
+
 def suite(
     only: Sequence[str] | None = None,
     iters: int | None = None,
@@ -368,8 +467,10 @@ def suite(
     checkouts: dict[str, str | None] | None = None,
     python: str | None = None,
     image: str | None = None,
+    cache_check_target: str | None = None,
 ) -> tuple[str, dict]:
-    """`--suite=cpu_targets`: (header and tables, raw results)."""
+    """`--suite=cpu_targets`: (header and tables, raw results). With
+    `cache_check_target` (a target key) also issue 13's second-run table."""
     header = common.environment()
     checkouts = {
         p: official.checkout(p, (checkouts or {}).get(p)) for p in official.NAMES
@@ -415,4 +516,14 @@ def suite(
         f"Where our time went (medians):\n\n{format_split(results)}\n\n"
         "GPU targets: python -m launch.bench --suite=gpu (docs/performance.md)."
     )
-    return text, {"env": header, "checkouts": checkouts, "results": results}
+    raw = {"env": header, "checkouts": checkouts, "results": results}
+    if cache_check_target:
+        t = next(t for t in references.CPU_TARGETS if t.key == cache_check_target)
+        if log:
+            log(f"cache check: {t.key} ...")
+        raw["cache_check"] = cache_check(t, iters, overrides, num_samples, image)
+        text += (
+            f"\n\nA second run with the persistent cache ({t.key}):\n\n"
+            + format_cache_check(raw["cache_check"])
+        )
+    return text, raw

@@ -10,6 +10,7 @@
   python -m launch.bench --suite=issue6               # micro + cpu_targets (~45 min)
   python -m launch.bench --suite=gpu --gpu_iters=200 --gpu_budget_s=330  # one H100 loan
   python -m launch.bench --suite=gpu --gpu_sizes=tiny # the same on CPU, tiny sizes
+  python -m launch.bench --suite=sampling_stream --stream_counts=1000,10000,100000
 
 Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   train        benchmarks/train_table.py: --config trained once; per stage
@@ -28,6 +29,9 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
                configs/singan.py:gpu, s/iteration and FLOP/s per stage beside a
                conv peak, samples/s by batch, time to first sample, peak memory
                at 250/500/1000 px; one table.
+  sampling_stream  benchmarks/streaming.py: `launch.sample` as a fresh process
+               for each --stream_counts N on --workdir (default: configs/agan.py:tiny
+               trained first): wall time, samples/s, peak RSS (issue 15).
 
 Compilation is part of what is measured: unless AGAN_JAX_CACHE is set, this
 launcher runs with the persistent compilation cache off (AGAN_JAX_CACHE=off).
@@ -45,7 +49,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from launch import common  # noqa: E402
 
-SUITES = ("train", "micro", "cpu_targets", "levers", "issue6", "gpu")
+SUITES = ("train", "micro", "cpu_targets", "levers", "issue6", "gpu", "sampling_stream")
 
 _SUITE = flags.DEFINE_enum("suite", "train", SUITES, "What to measure.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -57,7 +61,15 @@ _BATCHES = flags.DEFINE_list(
     "train: sampling batch sizes (1024 takes minutes per call on a 2-core CPU).",
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "train, gpu: keep the trained run(s) here (default: temp)."
+    "workdir",
+    None,
+    "train, gpu: keep the trained run(s) here (default: temp); sampling_stream: "
+    "the trained run to sample (default: configs/agan.py:tiny trained in a temp).",
+)
+_STREAM_COUNTS = flags.DEFINE_list(
+    "stream_counts",
+    ["1000", "10000", "100000"],
+    "sampling_stream: numbers of samples, one launch.sample process each.",
 )
 _JSON = flags.DEFINE_string("json", None, "Also write the raw results to this file.")
 _MICRO_SIZES = flags.DEFINE_enum(
@@ -91,6 +103,14 @@ _TARGET_ROUNDS = flags.DEFINE_integer(
 )
 _TARGET_IMAGE = flags.DEFINE_string(
     "target_image", None, "cpu_targets: training image (default data/colusseum.png)."
+)
+_CACHE_CHECK = flags.DEFINE_string(
+    "target_cache_check",
+    None,
+    "cpu_targets: a target key (e.g. singan_64): also train it with a fresh "
+    "persistent cache on the image and on its mirror image, then sample again, and "
+    "count the cache entries each step added (issue 13: a second run compiles "
+    "nothing).",
 )
 _OFFICIAL_SINGAN = flags.DEFINE_string(
     "official_singan",
@@ -188,6 +208,7 @@ def suite_cpu_targets():
         },
         python=_OFFICIAL_PYTHON.value,
         image=_TARGET_IMAGE.value,
+        cache_check_target=_CACHE_CHECK.value,
     )
 
 
@@ -221,6 +242,13 @@ def suite_gpu():
     return gpu.suite(plan, _GPU_PARTS.value, _WORKDIR.value, _GPU_BUDGET.value, _log)
 
 
+def suite_sampling_stream():
+    from benchmarks import streaming
+
+    counts = [int(c) for c in _STREAM_COUNTS.value]
+    return streaming.suite(counts, _WORKDIR.value, _log)
+
+
 def main(argv: list[str]) -> None:
     del argv
     suite = {
@@ -230,6 +258,7 @@ def main(argv: list[str]) -> None:
         "levers": suite_levers,
         "issue6": suite_issue6,
         "gpu": suite_gpu,
+        "sampling_stream": suite_sampling_stream,
     }[_SUITE.value]
     text, result = suite()
     print(text, flush=True)

@@ -462,3 +462,38 @@ def test_gp_modes_give_the_same_parameter_gradient():
         grads.append(fn(params, x))
     for a, b in zip(*map(jax.tree.leaves, grads), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_cache_check_table():
+    check = {
+        "key": "singan_64",
+        "steps": [
+            {
+                "step": "a",
+                "wall_s": 80.0,
+                "compile_wait_s": 35.0,
+                "new_entries": 2,
+                "new_names": ["jit_fn", "jit_iteration"],
+                "error": None,
+            },
+            {
+                "step": "b",
+                "wall_s": 40.0,
+                "compile_wait_s": 5.0,
+                "new_entries": 0,
+                "new_names": [],
+                "error": None,
+            },
+            {
+                "step": "c",
+                "wall_s": 1.0,
+                "compile_wait_s": None,
+                "new_entries": 0,
+                "new_names": [],
+                "error": "rc 2: no run",
+            },
+        ],
+    }
+    (table,) = _tables(targets.format_cache_check(check))
+    assert table[1] == ["a", "80.0", "35.0", "2 (jit_fn, jit_iteration)"]
+    assert table[2][3] == "0" and table[3][1].startswith("failed: rc 2")
