@@ -495,5 +495,5 @@ def test_cache_check_table():
         ],
     }
     (table,) = _tables(targets.format_cache_check(check))
-    assert table[1] == ["a", "80.0", "35.0", "2 (jit_fn, jit_iteration)"]
+    assert table[1] == ["a", "80", "35", "2 (jit_fn, jit_iteration)"]
     assert table[2][3] == "0" and table[3][1].startswith("failed: rc 2")
