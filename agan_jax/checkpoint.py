@@ -47,6 +47,30 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# What run.json must hold to be read as a run: key -> type.
+_META_KEYS = {"config": dict, "sizes": list, "num_stages": int}
+
+
+def _metadata_problem(meta) -> str | None:
+    """What is wrong with the shape of a parsed run.json, or None."""
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, not an object"
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        return "missing " + ", ".join(missing)
+    bad = [k for k, t in _META_KEYS.items() if not isinstance(meta[k], t)]
+    if bad:
+        return "wrong type of " + ", ".join(bad)
+    return None
+
+
+def saved_phrase(k: int) -> str:
+    """'no stage is saved', 'stage 0 is saved' or 'stages 0..k-1 are saved'."""
+    if k <= 0:
+        return "no stage is saved"
+    return "stage 0 is saved" if k == 1 else f"stages 0..{k - 1} are saved"
+
+
 def run_metadata(settings: Settings, config: dict, sizes, image: np.ndarray) -> dict:
     """Everything that describes a run, saved once as run.json.
 
@@ -81,8 +105,17 @@ class RunStore:
     def meta_path(self) -> str:
         return os.path.join(self.workdir, "run.json")
 
+    def check_workdir(self) -> None:
+        """UserError when the run directory's path is taken by a file."""
+        if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
+            raise UserError(
+                f"--workdir {self.workdir} is a file, not a directory; pass a "
+                "directory (a new path starts a new run)"
+            )
+
     def read_metadata(self) -> dict:
         """run.json, or a UserError saying the directory holds no run."""
+        self.check_workdir()
         if not os.path.isdir(self.workdir):
             raise UserError(
                 f"run directory not found: {self.workdir}; pass the --workdir of a "
@@ -95,36 +128,71 @@ class RunStore:
             )
         try:
             with open(self.meta_path) as f:
-                return json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+                meta = json.load(f)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(
                 f"{self.meta_path} is unreadable ({e}); delete the run directory and "
                 "train again"
             ) from e
+        problem = _metadata_problem(meta)
+        if problem:
+            raise UserError(
+                f"{self.meta_path} is not the run.json of a run ({problem}); restore "
+                "the file, or train again in a new --workdir (or delete this one)"
+            )
+        return meta
 
-    def check_or_write_metadata(self, meta: dict, image: np.ndarray) -> None:
-        """Writes run.json for a new run; for an existing one, checks it matches."""
-        if os.path.exists(self.meta_path):
-            old = self.read_metadata()
-            if old.get("image_hash") != meta["image_hash"]:
+    def saved_stage_count(self) -> int:
+        """How many stages (0..k-1) are saved; 0 without a checkpoints folder."""
+        return len(self.finished_stages())
+
+    def check_metadata(self, meta: dict) -> bool:
+        """Whether run.json holds `meta`'s run, with at least one stage saved.
+
+        False when run.json is missing, or when no stage is saved yet: such a run
+        has nothing to lose and its settings may still change (`write_metadata`
+        replaces them). With a saved stage, a UserError names what differs (the
+        image, or the settings that a resume may not change).
+        """
+        if not os.path.exists(self.meta_path) or not self.saved_stage_count():
+            return False
+        old = self.read_metadata()
+        if old.get("image_hash") != meta["image_hash"]:
+            a, b = str(old.get("image_hash")), meta["image_hash"]
+            old_path, new_path = old.get("image_path"), meta["image_path"]
+            same = old_path is not None and (
+                old_path == new_path
+                or os.path.abspath(str(old_path)) == os.path.abspath(str(new_path))
+            )
+            if same:
                 raise UserError(
-                    f"{self.workdir} holds a run of another image "
-                    f"({old.get('image_path')}, not {meta['image_path']}); use a new "
-                    "--workdir, or delete that directory to start over"
+                    f"the image at {new_path} changed since the run in {self.workdir} "
+                    f"started (hash {a[:12]}, now {b[:12]}); put the original image "
+                    "back to resume, or train the new one in a new --workdir"
                 )
-            a, b = _flatten(old.get("config", {})), _flatten(meta["config"])
-            diff = [
-                f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-                for k in sorted(set(a) | set(b))
-                if k not in _RESUMABLE_KEYS and a.get(k) != b.get(k)
-            ]
-            if diff or old.get("sizes") != meta["sizes"]:
-                raise UserError(
-                    f"{self.workdir} holds a run with other settings ("
-                    + "; ".join(diff or ["stage sizes differ"])
-                    + "); resume it with its own settings or use a new --workdir"
-                )
-            return
+            raise UserError(
+                f"{self.workdir} holds a run of another image "
+                f"({old_path}, not {new_path}); use a new "
+                "--workdir, or delete that directory to start over"
+            )
+        a, b = _flatten(old.get("config", {})), _flatten(meta["config"])
+        diff = [
+            f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+            for k in sorted(set(a) | set(b))
+            if k not in _RESUMABLE_KEYS and a.get(k) != b.get(k)
+        ]
+        if diff or old.get("sizes") != meta["sizes"]:
+            raise UserError(
+                f"{self.workdir} holds a run with other settings ("
+                + "; ".join(diff or ["stage sizes differ"])
+                + "); resume it with its own settings (only "
+                + ", ".join(sorted(_RESUMABLE_KEYS))
+                + " and log.* may change) or use a new --workdir"
+            )
+        return True
+
+    def write_metadata(self, meta: dict, image: np.ndarray) -> None:
+        """Writes run.json, real.npy and real.png (run.json last, atomically)."""
         os.makedirs(self.workdir, exist_ok=True)
         tmp = self.meta_path + ".tmp"
         with open(tmp, "w") as f:
@@ -132,6 +200,12 @@ class RunStore:
         np.save(os.path.join(self.workdir, "real.npy"), np.asarray(image, np.float32))
         image_io.save_image(os.path.join(self.workdir, "real.png"), np.asarray(image))
         os.replace(tmp, self.meta_path)
+
+    def check_or_write_metadata(self, meta: dict, image: np.ndarray) -> None:
+        """Writes run.json for a new run (or one with no stage saved yet, whose
+        settings may change); for a run with a saved stage, checks it matches."""
+        if not self.check_metadata(meta):
+            self.write_metadata(meta, image)
 
     # -- checkpoints -------------------------------------------------------
     @property

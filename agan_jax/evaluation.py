@@ -366,6 +366,22 @@ def write_json(path: str, rows: Sequence[dict[str, Any]], extra: dict) -> None:
         json.dump({**extra, "runs": list(rows)}, f, indent=2)
 
 
+def check_out_dir(out: str) -> None:
+    """UserError unless `out` is a folder or can be made one (made here)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(
+            f"--out {os.path.abspath(out)} is a file; pass a folder for "
+            "evaluation.json, table.md and contact_sheet.png (made if missing)"
+        )
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot make the --out folder {os.path.abspath(out)} ({e.strerror}); "
+            "pass a folder in a writable place"
+        ) from None
+
+
 def evaluate_to_dir(
     workdirs: Sequence[str],
     out: str,
@@ -386,6 +402,7 @@ def evaluate_to_dir(
     `jax.random.key(seed)` for every run; patch SWD projections use `seed` too.
     Returns the evaluations and the markdown table.
     """
+    check_out_dir(out)
     if inception_params is None and inception_weights:
         from agan_jax import inception
 

@@ -7,6 +7,9 @@
 
 Writes a new run directory (default WORKDIR_finetuned): a copy of the run whose
 last stage's checkpoint is the fine-tuned one; the trained run stays as it was.
+The new directory is locked while it is written (a second fine-tuning into it
+exits 2 naming the first's pid) and removed again if fine-tuning fails. Exit
+status: 0 done, 2 bad input or a diverged fine-tuning, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,14 +34,19 @@ def main(argv: list[str]) -> None:
 
     if not _WORKDIR.value or not _NAIVE.value:
         raise UserError("--workdir (a trained run) and --naive (an image) are required")
-    run = finetune.fine_tune(
-        None,
-        _WORKDIR.value,
-        _NAIVE.value,
-        iters=_ITERS.value,
-        out_workdir=_OUT.value,
-        progress=not _QUIET.value,
-    )
+    from agan_jax.train import TrainingDiverged
+
+    try:
+        run = finetune.fine_tune(
+            None,
+            _WORKDIR.value,
+            _NAIVE.value,
+            iters=_ITERS.value,
+            out_workdir=_OUT.value,
+            progress=not _QUIET.value,
+        )
+    except TrainingDiverged as e:
+        common.fail(str(e))
     print(f"fine-tuned run in {run.workdir}")
 
 

@@ -5,7 +5,10 @@
       --config.data.image=path/to/image.jpg --config.train.iters_per_stage=50
 
 Re-running the same command in the same workdir resumes at the first unfinished
-stage.
+stage. One training at a time per workdir (WORKDIR/.lock); settings may change
+until stage 0 is saved. Exit status: 0 trained (or nothing left to train), 2 bad
+input, a locked or unwritable workdir, a failed save or a diverged stage (the
+message says which stages are saved and what to change), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -47,8 +50,7 @@ def main(argv: list[str]) -> None:
             progress=not _QUIET.value,
         )
     except train.TrainingDiverged as e:
-        print(f"error: {e}")
-        raise SystemExit(1) from None
+        common.fail(str(e))
     print(f"trained run in {_WORKDIR.value}")
 
 

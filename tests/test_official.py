@@ -659,7 +659,8 @@ def test_resume_after_a_save_killed_midway(tiny_singan_run, tmp_path):
         done = [
             r["stage"] for r in map(json.loads, f) if r.get("event") == "stage_done"
         ]
-    assert Counter(done) == {0: 1, 1: 1, 2: 2}
+    # The resume dropped the unsaved stage 2's records before training it again.
+    assert Counter(done) == {0: 1, 1: 1, 2: 1}
     store = checkpoint.RunStore(copy)
     assert store.finished_stages(3) == [0, 1, 2]
     store.close()

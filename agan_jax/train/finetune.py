@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from agan_jax import checkpoint, image_io, plots, pyramid
+from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.run import Run
@@ -76,17 +77,75 @@ def fine_tune(
         model=run_settings.model,
         train=dataclasses.replace(settings.train, iters=int(iters)),
     )
-    ts = settings.train
     sizes = [tuple(hw) for hw in run.sizes]
     naive = image_io.load_image(image_io.resolve_path(naive_image_path))
     naive = jnp.clip(pyramid.resize(jnp.asarray(naive), sizes[-1]), -1.0, 1.0)
     source = jnp.clip(pyramid.resize(naive, sizes[0]), -1.0, 1.0)
 
     out = os.path.abspath(out_workdir or workdir.rstrip("/") + "_finetuned")
-    if os.path.exists(out):
-        raise UserError(
-            f"{out} already exists; pass another output directory (--out) or delete it"
+    out_lock = run_lock.RunLock(out, "fine-tuning")
+    _check_new_dir(out)
+    out_lock.acquire()  # makes `out`; a concurrent fine-tuning into it stops here
+    if set(os.listdir(out)) != {run_lock.LOCK_FILE}:  # made meanwhile by another
+        out_lock.release()
+        _check_new_dir(out)
+    try:
+        return _fine_tune_into(
+            src,
+            meta,
+            run,
+            settings,
+            family,
+            sizes,
+            naive,
+            source,
+            naive_image_path,
+            iters,
+            workdir,
+            out,
+            progress,
         )
+    except BaseException:
+        # `out` holds nothing that is not in the trained run: leave no half copy.
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        out_lock.release()
+
+
+def _check_new_dir(out: str) -> None:
+    """UserError when `out` exists (naming the pid of a fine-tuning writing it)."""
+    if not os.path.exists(out):
+        return
+    pid = run_lock.holder(out)
+    if pid:
+        raise UserError(
+            f"{out} is being written by another fine-tuning (pid {pid}); wait for "
+            "it, or pass another output directory (--out)"
+        )
+    raise UserError(
+        f"{out} already exists; pass another output directory (--out) or delete it"
+    )
+
+
+def _fine_tune_into(
+    src,
+    meta,
+    run,
+    settings,
+    family,
+    sizes,
+    naive,
+    source,
+    naive_image_path,
+    iters,
+    workdir,
+    out,
+    progress,
+) -> Run:
+    """`fine_tune` once `out` is made and locked."""
+    ts = settings.train
+    num_stages = len(sizes)
     last = num_stages - 1
     ignore = shutil.ignore_patterns(
         "stages",
@@ -95,8 +154,9 @@ def fine_tune(
         "events.out.tfevents.*",
         os.path.dirname(plots.LOSSES_PNG),
         "report.html",
+        run_lock.LOCK_FILE,
     )
-    shutil.copytree(src.workdir, out, ignore=ignore)
+    shutil.copytree(src.workdir, out, ignore=ignore, dirs_exist_ok=True)
     shutil.rmtree(os.path.join(out, "checkpoints", str(last)))
     meta["fine_tune"] = {
         "from": src.workdir,

@@ -32,6 +32,36 @@ def append_jsonl(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def drop_records(path: str, first_stage: int) -> int:
+    """Removes from a metrics.jsonl the records of stages >= `first_stage` (the
+    stages a resume trains again: a killed attempt's records of them would
+    otherwise appear twice) and a last line cut short by a kill. Rewrites the
+    file (atomically) only when something goes; returns the lines dropped."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not line.endswith("\n"):
+            continue  # the last line of a killed write
+        stage = rec.get("stage") if isinstance(rec, dict) else None
+        if isinstance(stage, int) and stage >= first_stage:
+            continue
+        keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return dropped
+
+
 def cell_factor(height: int, min_cell: int = MIN_CELL) -> int:
     """The integer factor that makes a `height` px cell at least `min_cell` high."""
     return max(1, math.ceil(min_cell / max(1, int(height))))

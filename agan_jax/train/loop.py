@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agan_jax import checkpoint, image_io, plots, pyramid
+from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.models.family import Family
@@ -32,9 +33,9 @@ from agan_jax.run import Run
 from agan_jax.sampling import make_sampler
 from agan_jax.settings import DataSettings, Settings, config_to_dict
 from agan_jax.state import StageData
-from agan_jax.train.log import make_reconstructor, write_stage_images
+from agan_jax.train.log import drop_records, make_reconstructor, write_stage_images
 from agan_jax.train.metrics import make_writer
-from agan_jax.train.runner import make_runner, run_stage
+from agan_jax.train.runner import TrainingDiverged, make_runner, run_stage
 from agan_jax.train.updates import StageFns, make_stage_fns, resolve_rule
 
 
@@ -211,16 +212,49 @@ def run_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "log"}
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which stages are saved. Launchers
+    print it and exit with status 130."""
+
+
 def train(config, workdir: str, stop_after: int | None = None, progress: bool = True):
     """Trains every unfinished stage of the run in `workdir`; returns the Run.
 
     Re-running with the same config and workdir resumes at the first unfinished
     stage, with the same result as an uninterrupted run. `stop_after` stops after
     that stage (for tests and staged launches).
+
+    One writer per run directory: training holds WORKDIR/.lock (agan_jax.lock)
+    while it may write. A run whose wanted stages are all saved is only read (no
+    lock, no writes: it may live on a read-only file system). Until stage 0 is
+    saved the run's settings may change (run.json is rewritten); after that a
+    resume must keep them. On resume, metrics.jsonl loses the records of the
+    stages trained again. Errors: UserError (bad input, a locked or unwritable
+    directory, a failed save: the message names the fix), TrainingDiverged,
+    TrainingInterrupted (Ctrl-C); each says which stages are saved.
     """
     settings = Settings.from_config(config)
     return train_settings(
         settings, config_to_dict(config), workdir, stop_after, progress
+    )
+
+
+def diverged_advice(e, settings: Settings, workdir: str, saved: int) -> str:
+    """A TrainingDiverged message with the saved stages and a fix that works."""
+    ts = settings.train
+    lower = f"--config.train.lr_g={ts.lr_g / 2:g} --config.train.lr_d={ts.lr_d / 2:g}"
+    if not saved:
+        return (
+            f"{e}. No stage is saved, so every setting may still change: lower the "
+            f"learning rates (e.g. {lower}) and re-run the same command"
+        )
+    keys = ", ".join(sorted(checkpoint._RESUMABLE_KEYS))
+    return (
+        f"{e}. In {workdir} {checkpoint.saved_phrase(saved)}, and a resume keeps "
+        f"the run's settings (only {keys} and log.* may change): to train with "
+        f"lower learning rates (e.g. {lower}) use a new --workdir, or delete "
+        f"{os.path.join(os.path.abspath(workdir), 'checkpoints')} to train this run "
+        "again from stage 0"
     )
 
 
@@ -234,17 +268,44 @@ def train_settings(
     """`train` from read settings (`config`: the same as a dict, for run.json)."""
     family = families.of(settings.model)
     resolve_rule(family, settings.model, settings.train)  # refuse before any work
-    ts, seed = settings.train, settings.seed
+    store = checkpoint.RunStore(workdir)
+    store.check_workdir()
     image, original_hw, _ = prepare_image(settings.data)
     sizes = pyramid.stage_sizes_for(
         settings.pyramid, settings.data, image.shape[:2], original_hw
     )
+    num_stages = len(sizes)
+    if stop_after is not None and not 0 <= stop_after:
+        raise UserError(
+            f"--stop_after_stage={stop_after} is not a stage: give one of "
+            f"0..{num_stages - 1} (this run has {num_stages} stages), or leave it "
+            "out to train every stage"
+        )
+    last = num_stages - 1 if stop_after is None else min(stop_after, num_stages - 1)
+    meta = checkpoint.run_metadata(settings, run_config(config), sizes, image)
+    # A run whose wanted stages are saved is only read: no lock, nothing written.
+    if store.check_metadata(meta) and store.saved_stage_count() > last:
+        plots_path = os.path.join(store.workdir, plots.LOSSES_PNG)
+        if not os.path.exists(plots_path) and os.access(store.workdir, os.W_OK):
+            PlotPolicy(store.workdir).draw(force=True)
+        store.close()
+        return checkpoint.load_run(workdir)
+    with run_lock.RunLock(workdir, "training"):
+        return _train_locked(
+            settings, config, store, family, image, sizes, meta, last, progress
+        )
+
+
+def _train_locked(
+    settings, config, store, family, image, sizes, meta, last, progress
+) -> Run | None:
+    """The stage loop of `train_settings`, run while holding the workdir's lock."""
+    del config
+    workdir = store.workdir
+    ts, seed = settings.train, settings.seed
     stages = Stages(family, settings, sizes)
     num_stages = len(sizes)
-    store = checkpoint.RunStore(workdir)
-    store.check_or_write_metadata(
-        checkpoint.run_metadata(settings, run_config(config), sizes, image), image
-    )
+    store.check_or_write_metadata(meta, image)
     reals = pyramid.build(jnp.asarray(image), sizes)
 
     done = store.finished_stages(num_stages)
@@ -254,14 +315,16 @@ def train_settings(
     z_rec = jnp.asarray(run.z_rec) if run else None
     prev_d = store.load_d_vars(len(done) - 1) if done else None
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    first = len(done)
-    last = num_stages - 1 if stop_after is None else min(stop_after, num_stages - 1)
+    first = saved = len(done)
+    # Records of the stages trained again (a killed attempt's) would appear twice.
+    drop_records(metrics_path, first)
     t_run = time.time()
     prev_g = g_list[-1] if g_list else None
     plan = plan_stages(stages, first, last, prev_g, prev_d, g_list, z_rec)
     writer = make_writer(workdir, settings.log)
     plotter = PlotPolicy(workdir)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    interrupted = False
     try:
         futures = {
             s: pool.submit(compile_stage, stages, s, plan[s])
@@ -289,24 +352,38 @@ def train_settings(
                 lower_vars=tuple(g_list),
                 source=reals[0],
             )
-            state, train_s = run_stage(
-                state,
-                data,
-                progs.runners,
-                ts,
-                s,
-                num_stages,
-                sizes[s],
-                metrics_path,
-                progress,
-                writer=writer,
-                noise_amp=amp,
-                lambda_gp=settings.loss.lambda_gp,
-            )
+            try:
+                state, train_s = run_stage(
+                    state,
+                    data,
+                    progs.runners,
+                    ts,
+                    s,
+                    num_stages,
+                    sizes[s],
+                    metrics_path,
+                    progress,
+                    writer=writer,
+                    noise_amp=amp,
+                    lambda_gp=settings.loss.lambda_gp,
+                )
+            except TrainingDiverged as e:
+                raise TrainingDiverged(
+                    diverged_advice(e, settings, workdir, saved), e.stage, e.iteration
+                ) from None
             g_list.append(state.g_vars)
             amps.append(amp)
             prev_d = state.d_vars
-            store.save_stage(s, state, z_rec, amp, sizes[s])
+            try:
+                store.save_stage(s, state, z_rec, amp, sizes[s])
+            except OSError as e:
+                raise UserError(
+                    f"could not save stage {s} to {store.ckpt_dir} "
+                    f"({e.strerror or e}); {checkpoint.saved_phrase(saved)} and "
+                    "intact. Free space on that disk (or fix its permissions) and "
+                    f"re-run the same command to resume at stage {s}"
+                ) from e
+            saved = s + 1
             writer.record(
                 {
                     "event": "stage_done",
@@ -339,16 +416,23 @@ def train_settings(
             if s < last:
                 plotter.draw()
         store.close()
-        writer.record(
-            {
-                "event": "run_done",
-                "stages": len(g_list),
-                "seconds": round(time.time() - t_run, 3),
-            }
-        )
+        if last >= first:
+            writer.record(
+                {
+                    "event": "run_done",
+                    "stages": len(g_list),
+                    "seconds": round(time.time() - t_run, 3),
+                }
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+        raise TrainingInterrupted(
+            f"interrupted: {checkpoint.saved_phrase(saved)}; re-run the same "
+            "command to resume"
+        ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         writer.close()
-        if last >= first or not os.path.exists(plotter.path):
+        if not interrupted and (last >= first or not os.path.exists(plotter.path)):
             plotter.draw(force=True)
     return checkpoint.load_run(workdir) if g_list else None

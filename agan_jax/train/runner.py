@@ -19,7 +19,12 @@ from agan_jax.train.updates import StageFns
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite."""
+    """A loss became NaN or infinite (`stage`, `iteration`: where). The stage loop
+    adds which stages are saved and what to change; launchers exit with status 2."""
+
+    def __init__(self, message: str, stage: int | None = None, iteration=None):
+        super().__init__(message)
+        self.stage, self.iteration = stage, iteration
 
 
 def resolve_compile_unit(
@@ -175,9 +180,9 @@ def run_stage(
             if not all(math.isfinite(v) for v in m.values()):
                 bad = ", ".join(f"{key}={v}" for key, v in m.items())
                 raise TrainingDiverged(
-                    f"non-finite loss at stage {stage}, iteration {it}: {bad}. Stages "
-                    f"0..{stage - 1} are saved; lower the learning rates "
-                    "(--config.train.lr_g/lr_d) and re-run the same command to resume"
+                    f"non-finite loss at stage {stage}, iteration {it}: {bad}",
+                    stage,
+                    it,
                 )
             if lambda_gp is not None and "d_loss" in m and "gp" in m:
                 m["d_wgan"] = m["d_loss"] - lambda_gp * m["gp"]
