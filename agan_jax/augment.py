@@ -7,6 +7,7 @@ editing), with the probabilities and strengths of `settings.AugmentSettings`.
 
 from __future__ import annotations
 
+import dm_pix
 import jax
 import jax.numpy as jnp
 
@@ -14,18 +15,23 @@ from agan_jax.settings import AugmentSettings
 
 
 def colour_transform(key: jax.Array, x: jax.Array) -> jax.Array:
-    """Random contrast, brightness, saturation and per-channel gains; in [-1, 1]."""
+    """Random contrast, brightness, saturation and per-channel gains; in [-1, 1].
+
+    dm-pix's adjustments on the image mapped to [0, 1]: contrast x U(0.7, 1.3)
+    about each channel's mean, brightness + U(-0.1, 0.1) (+-0.2 in [-1, 1]),
+    saturation (HSV S) x U(0.5, 1.5); then each channel x U(0.85, 1.15).
+    """
     kc, kb, ks, kg = jax.random.split(key, 4)
     contrast = jax.random.uniform(kc, (), minval=0.7, maxval=1.3)
     brightness = jax.random.uniform(kb, (), minval=-0.2, maxval=0.2)
     saturation = jax.random.uniform(ks, (), minval=0.5, maxval=1.5)
     gains = jax.random.uniform(kg, (3,), minval=0.85, maxval=1.15)
-    mean = jnp.mean(x, axis=(0, 1))
-    x = (x - mean) * contrast + mean + brightness
-    gray = jnp.mean(x, axis=-1, keepdims=True)
-    x = gray + saturation * (x - gray)
-    x = (x + 1.0) * gains - 1.0
-    return jnp.clip(x, -1.0, 1.0)
+    u = (x + 1.0) * 0.5
+    u = dm_pix.adjust_contrast(u, contrast)
+    u = dm_pix.adjust_brightness(u, brightness * 0.5)
+    # HSV needs [0, 1]: clip first (the result is clipped to that range anyway).
+    u = dm_pix.adjust_saturation(jnp.clip(u, 0.0, 1.0), saturation)
+    return jnp.clip(u * gains * 2.0 - 1.0, -1.0, 1.0)
 
 
 def additive_noise(key: jax.Array, x: jax.Array, max_std: float) -> jax.Array:

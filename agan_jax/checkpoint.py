@@ -26,7 +26,7 @@ import agan_jax
 from agan_jax import image_io
 from agan_jax.errors import UserError
 from agan_jax.run import Run
-from agan_jax.settings import Settings
+from agan_jax.settings import Settings, fill_added_fields
 
 # Config entries that may change between a run and its resumption.
 _RESUMABLE_KEYS = {
@@ -140,6 +140,7 @@ class RunStore:
                 f"{self.meta_path} is not the run.json of a run ({problem}); restore "
                 "the file, or train again in a new --workdir (or delete this one)"
             )
+        meta["config"] = fill_added_fields(meta["config"])
         return meta
 
     def saved_stage_count(self) -> int:

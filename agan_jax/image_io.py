@@ -6,15 +6,20 @@ and written with Pillow; resizing goes through `pyramid.resize`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import math
 import os
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from agan_jax import pyramid
 from agan_jax.errors import UserError
@@ -27,23 +32,96 @@ _IMAGE_FIX = "pass an existing PNG/JPEG with --config.data.image=PATH"
 _16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def _open(path: PathLike, what: str, fix: str) -> Image.Image:
-    """Opens and fully decodes an image file, turning every failure into UserError."""
+# Decoding at reduced size: when the caller resizes to a longer side of `target`
+# pixels, the file is decoded (JPEG: `Image.draft`, DCT scaling by 1/2, 1/4 or 1/8)
+# or box-reduced (`Image.reduce`) by an integer factor that keeps the longer side
+# at least REDUCE_KEEP x target; the final antialiased resize then works from that.
+# Files under 2 x REDUCE_KEEP x target on the longer side are decoded as before.
+REDUCE_KEEP = 4
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _oriented_hw(img: Image.Image) -> tuple[int, int]:
+    """(h, w) of an opened image once its EXIF orientation is applied (no decode)."""
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, ValueError, SyntaxError):
+        orientation = 1
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _reduce_factor(hw: tuple[int, int], target: int | None) -> int:
+    """The integer reduction that keeps the longer side >= REDUCE_KEEP x target."""
+    if target is None:
+        return 1
+    return max(1, max(hw) // (REDUCE_KEEP * target))
+
+
+def _reduce(img: Image.Image, target: int | None) -> Image.Image:
+    """`img` (loaded) box-reduced by `_reduce_factor`; as is when that is 1 or the
+    mode has no reduce (then the final resize does all the work, as before)."""
+    factor = _reduce_factor((img.height, img.width), target)
+    if factor < 2:
+        return img
+    if img.mode in ("P", "PA"):  # as _decode converts them
+        has_alpha = img.mode == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+    try:
+        return img.reduce(factor)
+    except ValueError:  # e.g. modes "1" and "I;16"
+        return img
+
+
+def _bomb_error(p: Path, what: str, fix: str, e: Exception) -> UserError:
+    found = _BOMB_PIXELS.search(str(e))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return UserError(
+        f"{what} file {p} has {pixels}, above Pillow's decompression-bomb limit of "
+        f"{limit:,} pixels; if it is a real image, downscale it first (training "
+        f"uses at most data.max_size pixels per side, e.g. 4000 px is plenty); {fix}"
+    )
+
+
+def _open(
+    path: PathLike, what: str, fix: str, target: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Opens and decodes an image file, turning every failure into UserError.
+
+    Returns the image (EXIF orientation applied) and the file's own (h, w) (also
+    oriented). With `target` (the longer side the caller resizes to), a large file
+    is decoded at reduced size (REDUCE_KEEP); the returned image is then smaller
+    than the file.
+    """
+    if not str(path).strip():
+        raise UserError(f"the {what} path is empty; {fix}")
     p = Path(path)
     if not p.exists():
         raise UserError(f"{what} file not found: {p}; {fix}")
     if p.is_dir():
         raise UserError(f"{what} path is a directory, not a file: {p}; {fix}")
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(p)
+        for w in caught:
+            logger.warning(
+                "%s file %s: %s (decoded at reduced size where it is resized)",
+                what,
+                p,
+                w.message,
+            )
+        with img:
+            hw = _oriented_hw(img)
+            factor = _reduce_factor(hw, target)
+            if factor >= 2 and img.format == "JPEG":
+                img.draft(img.mode, (-(-img.width // factor), -(-img.height // factor)))
             img.load()
             # Apply the EXIF orientation so the array matches what viewers show.
-            return ImageOps.exif_transpose(img)
+            return ImageOps.exif_transpose(_reduce(img, target)), hw
     except Image.DecompressionBombError as e:
-        raise UserError(
-            f"{what} file {p} is too large to decode safely ({e}); "
-            f"downscale it before use; {fix}"
-        ) from e
+        raise _bomb_error(p, what, fix, e) from e
     except Image.UnidentifiedImageError as e:
         raise UserError(
             f"{what} file {p} is not an image Pillow can read; {fix}"
@@ -130,7 +208,11 @@ def _check_size_arg(name: str, value: int | None) -> None:
 
 
 def load_image(
-    path: PathLike, max_size: int | None = None, min_size: int | None = None
+    path: PathLike,
+    max_size: int | None = None,
+    min_size: int | None = None,
+    *,
+    flag: str = "--config.data.image",
 ) -> np.ndarray:
     """Loads an image file as RGB float32 HWC in [-1, 1], optionally capped in size.
 
@@ -139,12 +221,16 @@ def load_image(
     0..65535. If the longer side exceeds `max_size` the image is resized by
     max_size / longer side (`pyramid.finest_size`: sides rounded up, as official
     SinGAN and ConSinGAN do);
-    a shorter side below `min_size` (after resizing) is a UserError.
+    a shorter side below `min_size` (after resizing) is a UserError. A file much
+    larger than max_size is decoded at reduced size first (`_open`: at least
+    REDUCE_KEEP x max_size); the result keeps the size the full decode gives.
+    `flag`: the command-line flag that gave `path`, named in error messages.
     """
     _check_size_arg("max_size", max_size)
     _check_size_arg("min_size", min_size)
     p = Path(path)
-    img = _open(p, "image", _IMAGE_FIX)
+    fix = _IMAGE_FIX if flag == "--config.data.image" else _image_fix(flag)
+    img, (h, w) = _open(path, "image", fix, target=max_size)
     x, alpha = _decode(img, p)
     if alpha is not None and np.any(alpha < 1.0):
         logger.warning(
@@ -157,7 +243,7 @@ def load_image(
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
     image = (x * 2.0 - 1.0).astype(np.float32)
-    h, w = image.shape[:2]
+    # (h, w): the file's size; the image may have been decoded smaller.
     if max_size is not None and max(h, w) > max_size:
         # The official programs' size rule: ceil of the scaled sides.
         hw = pyramid.finest_size((h, w), max_size)
@@ -176,9 +262,14 @@ def load_image(
     return image
 
 
+def _image_fix(flag: str) -> str:
+    """The fix of an image error for the image given by `flag`."""
+    return f"pass an existing PNG/JPEG with {flag}=PATH"
+
+
 def resolve_path(path: str) -> str:
     """A path as given, else relative to the project root (for the bundled data)."""
-    if os.path.exists(path) or os.path.isabs(path):
+    if not str(path).strip() or os.path.exists(path) or os.path.isabs(path):
         return path
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     alt = os.path.join(root, path)
@@ -186,27 +277,33 @@ def resolve_path(path: str) -> str:
 
 
 def file_size(path: PathLike) -> tuple[int, int] | None:
-    """(h, w) of an image file as loaded (EXIF orientation applied); None if it
-    cannot be read."""
+    """(h, w) of an image file as loaded (EXIF orientation applied), from its
+    header alone; None if it cannot be read."""
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return im.height, im.width
-    except (OSError, ValueError, SyntaxError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return _oriented_hw(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
-def load_mask(path: PathLike, hw: tuple[int, int]) -> np.ndarray:
-    """Loads a mask file as float32 HxW in {0, 1} at size `hw` (white = 1)."""
+def load_mask(
+    path: PathLike, hw: tuple[int, int], *, flag: str = "--mask"
+) -> np.ndarray:
+    """Loads a mask file as float32 HxW in {0, 1} at size `hw` (white = 1);
+    `flag`: the command-line flag that gave `path`, named in error messages."""
     h, w = (int(hw[0]), int(hw[1]))
     if h < 1 or w < 1:
         raise ValueError(f"load_mask: hw must be positive, got {hw}")
     p = Path(path)
-    fix = "pass an existing PNG mask, white where the image should change"
-    img = _open(p, "mask", fix)
+    fix = f"pass an existing PNG mask with {flag}=PATH, white where the image changes"
+    img, _ = _open(p, "mask", fix)
     x, alpha = _decode(img, p)
     if x.shape[-1] == 3:  # ITU-R 601 luma, as Pillow's convert("L").
-        gray = x @ np.array([0.299, 0.587, 0.114])
+        # Rounded: the weights sum to 0.9999999999999999 in float64, so pure white
+        # would otherwise read as not quite 1 (and warn "not binary").
+        gray = np.round(x @ np.array([0.299, 0.587, 0.114]), 12)
     else:
         gray = x[..., 0]
     if alpha is not None:  # Transparent counts as unpainted.
@@ -256,7 +353,8 @@ def save_image(
     """Saves HWC (C = 1 or 3) or HxW values in `value_range` as an image (PNG).
 
     The format follows the file suffix (PNG when there is none); parent folders are
-    created.
+    created. The file is encoded in memory and replaces `path` atomically
+    (`replace_atomically`): a kill leaves the old file or the new one, whole.
     """
     x = np.asarray(image, dtype=np.float64)
     if x.ndim == 3 and x.shape[-1] == 1:
@@ -273,12 +371,38 @@ def save_image(
         )
     pixels = to_uint8((x - lo) / (hi - lo) * 2.0 - 1.0)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    pil = Image.fromarray(pixels)
+    fmt = "PNG" if not p.suffix else Image.registered_extensions().get(p.suffix.lower())
+    if fmt is None:
+        raise UserError(
+            f"cannot save image to {p} (unknown file extension {p.suffix}); use a "
+            ".png file name"
+        )
+    buf = io.BytesIO()
     try:
-        pil.save(p, format=None if p.suffix else "PNG")
-    except (ValueError, KeyError) as e:
+        Image.fromarray(pixels).save(buf, format=fmt)
+    except (ValueError, KeyError, OSError) as e:
         raise UserError(f"cannot save image to {p} ({e}); use a .png file name") from e
+    data = buf.getvalue()
+    replace_atomically(p, lambda f: f.write(data))
+
+
+def replace_atomically(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Writes a file so that readers and kills see the old file or the whole new
+    one, never a part: `write(f)` fills a temporary file in the same folder
+    (`.NAME.PID.tmp`), which then replaces `path` (os.replace). Parent folders
+    are created; the temporary file is removed if `write` fails.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.parent / f".{p.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def make_grid(
@@ -321,7 +445,7 @@ def save_grid(
     ncols: int | None = None,
     pad: int = 2,
 ) -> None:
-    """Saves NHWC [-1, 1] images as one grid image (see `make_grid`)."""
+    """Saves NHWC [-1, 1] images as one grid image (see `make_grid`), atomically."""
     save_image(path, make_grid(images, ncols=ncols, pad=pad))
 
 

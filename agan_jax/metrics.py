@@ -18,6 +18,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,50 +92,30 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def _gaussian_window(size: int, sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian of `size` taps."""
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(x**2) / (2.0 * sigma**2))
-    return (g / g.sum()).astype(np.float32)
-
-
 @jax.jit
 def _ssim_per_image(a: jax.Array, b: jax.Array, data_range: jax.Array) -> jax.Array:
-    a, b = _to_unit(a), _to_unit(b)
-    c = a.shape[-1]
-    # The five local moments in one depthwise, separable, valid (unpadded) filter.
-    stack = jnp.concatenate([a, b, a * a, b * b, a * b], axis=-1)
-    g = jnp.asarray(_gaussian_window(SSIM_WINDOW, SSIM_SIGMA))
-    kh = jnp.tile(g.reshape(-1, 1, 1, 1), (1, 1, 1, 5 * c))
-    kw = jnp.tile(g.reshape(1, -1, 1, 1), (1, 1, 1, 5 * c))
-    conv = functools.partial(
-        jax.lax.conv_general_dilated,
-        window_strides=(1, 1),
-        padding="VALID",
-        dimension_numbers=_DIMS,
-        feature_group_count=5 * c,
+    return dm_pix.ssim(
+        _to_unit(a),
+        _to_unit(b),
+        max_val=data_range,
+        filter_size=SSIM_WINDOW,
+        filter_sigma=SSIM_SIGMA,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
         precision=_HIGHEST,
     )
-    m = conv(conv(stack, kh), kw)
-    mu_a, mu_b, e_aa, e_bb, e_ab = jnp.split(m, 5, axis=-1)
-    var_a = e_aa - mu_a * mu_a
-    var_b = e_bb - mu_b * mu_b
-    cov = e_ab - mu_a * mu_b
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    num = (2.0 * mu_a * mu_b + c1) * (2.0 * cov + c2)
-    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
-    return jnp.mean(num / den, axis=(1, 2, 3))
 
 
 def ssim(a: Any, b: Any, data_range: float = 1.0) -> float:
     """Structural similarity (Wang et al. 2004) on images mapped to [0, 1].
 
-    Gaussian window 11x11 with sigma 1.5, K1=0.01, K2=0.03, population (not sample)
-    local covariances, computed per channel and averaged over the valid (unpadded)
-    window positions and the channels; like skimage's `structural_similarity` with
-    `gaussian_weights=True, use_sample_covariance=False, data_range=1`. For batches,
-    the mean over images. `data_range` is the range of the mapped images (keep 1.0).
+    `dm_pix.ssim`: Gaussian window 11x11 with sigma 1.5, K1=0.01, K2=0.03,
+    population (not sample) local covariances, computed per channel and averaged
+    over the valid (unpadded) window positions and the channels; like skimage's
+    `structural_similarity` with `gaussian_weights=True, use_sample_covariance=False,
+    data_range=1` (dm-pix also clamps local variances at float32 eps**2 and the
+    covariance at their geometric mean). For batches, the mean over images.
+    `data_range` is the range of the mapped images (keep 1.0).
     """
     a, b = _pair(a, b)
     h, w = a.shape[1:3]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agan_jax import compiler
@@ -24,6 +24,28 @@ SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
 UPDATE_RULES = ("singan", "fresh", "consingan")
 COMPILE_UNITS = ("auto", "update", "iteration")
 GP_MODES = ("jvp", "double_grad")
+# loss.tv_reduction: the reductions of losses.total_variation.
+TV_REDUCTIONS = ("mean", "sum", "pytorch")
+
+
+# Fields added after runs were first saved, each with the value that reproduces
+# what a run saved before the field existed did: a run.json without the field is
+# read as if it held this value (checkpoint.RunStore.read_metadata), so adding a
+# field never makes a trained run unloadable. New fields go here too.
+ADDED_FIELDS: dict[str, Any] = {
+    "model.warm_start": True,  # issue 12: every earlier run warm-started
+}
+
+
+def fill_added_fields(config: Mapping) -> dict:
+    """A copy of a saved run's config (plain nested dict) with every field of
+    ADDED_FIELDS that it lacks set to the value earlier runs behaved with."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
+    for dotted, value in ADDED_FIELDS.items():
+        section, name = dotted.split(".")
+        if isinstance(out.get(section), dict) and name not in out[section]:
+            out[section][name] = value
+    return out
 
 
 def _section(config: Mapping, name: str) -> Mapping:
@@ -44,9 +66,18 @@ def _get(section: Mapping, path: str, name: str) -> Any:
     return section[name]
 
 
-def _read(cls, config: Mapping, path: str, keys: Mapping[str, str] | None = None):
+def _read(
+    cls,
+    config: Mapping,
+    path: str,
+    keys: Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
+):
     """cls(**fields), each field read from config[path][key] (key: the field's
-    name unless `keys` renames it) and converted to the field's type."""
+    name unless `keys` renames it) and converted to the field's type.
+
+    A value that does not convert is a UserError, or, with `problems`, a line
+    appended to it and the field left None (the range checks skip it)."""
     section = _section(config, path)
     values = {}
     for f in dataclasses.fields(cls):
@@ -55,10 +86,11 @@ def _read(cls, config: Mapping, path: str, keys: Mapping[str, str] | None = None
         try:
             values[f.name] = _CONVERTERS[f.type](raw)
         except (TypeError, ValueError) as e:
-            raise UserError(
-                f"{path}.{key}={raw!r} is not a valid {f.type} ({e}); fix "
-                f"--config.{path}.{key}"
-            ) from None
+            line = f"config.{path}.{key} = {raw!r}: must be {_TYPE_WORDS[f.type]} ({e})"
+            if problems is None:
+                raise UserError(f"{line}; fix --config.{path}.{key}") from None
+            problems.append(line)
+            values[f.name] = None
     return cls(**values)
 
 
@@ -79,6 +111,12 @@ def _int(x) -> int:
 
 
 _CONVERTERS = {"int": _int, "float": float, "str": str, "bool": _bool}
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "True or False",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +155,9 @@ class ModelSpec:
     lr_scale: float
     mode: str
     leaky_slope: float
+    # SinGAN/AGAN: a stage starts from the previous stage's weights where shapes
+    # match (models/singan.py); False: fresh weights at every stage.
+    warm_start: bool
 
     def width(self, stage: int) -> int:
         """Number of features of every conv at `stage` (SinGAN's growth rule)."""
@@ -177,7 +218,7 @@ class LossSettings:
     lambda_gp: float
     alpha: float
     tv_weight: float
-    tv_reduction: str  # "mean" or "sum" over the TV terms (losses.total_variation)
+    tv_reduction: str  # TV_REDUCTIONS: "mean", "sum", "pytorch" (losses.py)
     noise_amp_base: float
 
 
@@ -218,40 +259,74 @@ class Settings:
     log: LogSettings | None
 
     @classmethod
-    def from_config(cls, config) -> Settings:
-        """Reads and checks a ConfigDict or a plain nested dict (run.json)."""
+    def from_config(
+        cls, config, checks: Callable[[Settings], list[str]] | None = None
+    ) -> Settings:
+        """Reads and checks a ConfigDict or a plain nested dict (run.json).
+
+        Every value is converted and range-checked before anything else runs; a
+        UserError lists every problem found, one per line, as
+        "config.FIELD = VALUE: must be RANGE".
+        """
         c = config_to_dict(config)
-        seed = _int(_get(c, "config", "seed"))
+        problems: list[str] = []
+        try:
+            seed = _int(_get(c, "config", "seed"))
+        except (TypeError, ValueError) as e:
+            problems.append(f"config.seed = {c['seed']!r}: must be an integer ({e})")
+            seed = 0
         c["loss"] = {
             **_section(c, "loss"),
             "noise_amp_base": _get(c, "config", "noise_amp_base"),
         }
-        data = _read(DataSettings, c, "data")
-        if data.min_size_ratio > 0:
-            data = dataclasses.replace(
-                data, min_size=max(16, round(data.min_size_ratio * data.max_size))
-            )
+        data = _read(DataSettings, c, "data", problems=problems)
+        if data.min_size_ratio is not None and data.max_size is not None:
+            if data.min_size_ratio > 0:
+                data = dataclasses.replace(
+                    data, min_size=max(16, round(data.min_size_ratio * data.max_size))
+                )
         out = cls(
             seed=seed,
             data=data,
-            pyramid=_read(PyramidSettings, c, "pyramid"),
-            model=_read(ModelSpec, c, "model"),
-            train=_read_train(c),
-            loss=_read(LossSettings, c, "loss"),
-            augment=_read(AugmentSettings, c, "augment"),
-            log=_read(LogSettings, c, "log") if "log" in c else None,
+            pyramid=_read(PyramidSettings, c, "pyramid", problems=problems),
+            model=_read(ModelSpec, c, "model", problems=problems),
+            train=_read_train(c, problems),
+            loss=_read(LossSettings, c, "loss", problems=problems),
+            augment=_read(AugmentSettings, c, "augment", problems=problems),
+            log=_read(LogSettings, c, "log", problems=problems) if "log" in c else None,
         )
-        out.check()
+        out.validate(problems, checks)
         return out
 
+    def validate(
+        self,
+        problems: list[str] | None = None,
+        checks: Callable[[Settings], list[str]] | None = None,
+    ) -> None:
+        """UserError listing every setting outside its range (after `problems`,
+        the lines of values that did not convert). `checks`: further problems of
+        settings valid alone, e.g. `models.families.settings_problems` (the model
+        kind, a family's own checks: settings knows no family), run only when
+        every value is in range."""
+        found = list(problems or []) + range_problems(self)
+        if not found and checks is not None:
+            found = checks(self)
+        if not found:
+            return
+        if len(found) == 1:
+            raise UserError(
+                f"{found[0]}; fix it with --config.FIELD=VALUE (defaults: "
+                "configs/default.py)"
+            )
+        lines = "\n".join(f"  {line}" for line in found)
+        raise UserError(
+            f"{len(found)} config values are invalid; fix them with "
+            f"--config.FIELD=VALUE (defaults: configs/default.py):\n{lines}"
+        )
+
     def check(self) -> None:
-        """UserError naming the first field outside its range."""
-        check_data(self.data)
-        check_pyramid(self.pyramid)
-        check_model(self.model)
-        check_train(self.train)
-        check_loss(self.loss)
-        check_augment(self.augment)
+        """`validate()`: the name callers of earlier versions use."""
+        self.validate()
 
 
 def config_to_dict(config) -> dict:
@@ -261,84 +336,175 @@ def config_to_dict(config) -> dict:
     return json.loads(json.dumps(config))
 
 
-def _need(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
+# -- range checks ----------------------------------------------------------------
+
+# Learning rates above this are rejected: Adam's step is about lr per update, so
+# lr > 1 moves weights initialised at N(0, 0.02) by more than 50x their scale in
+# one step; the defaults are 5e-4.
+MAX_LR = 1.0
 
 
-def check_data(d: DataSettings) -> None:
-    _need(
-        d.max_size >= 1 and d.min_size >= 1,
-        f"data.min_size ({d.min_size}) and data.max_size ({d.max_size}) must be "
-        "positive; set them to positive integers",
+class Problems:
+    """Collects "config.FIELD = VALUE: must be RANGE" lines; None values (those
+    that did not convert, already reported) are skipped."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def need(self, field: str, value: Any, ok, rule: str) -> None:
+        if value is None:
+            return
+        try:
+            good = bool(ok(value))
+        except (TypeError, ValueError, ZeroDivisionError):
+            good = False
+        if not good:
+            self.lines.append(f"config.{field} = {value!r}: must be {rule}")
+
+    def add(self, field: str, value: Any, text: str) -> None:
+        """A problem in words: "config.FIELD = VALUE: text"."""
+        self.lines.append(f"config.{field} = {value!r}: {text}")
+
+    def int_at_least(self, field: str, value: Any, low: int) -> None:
+        self.need(field, value, lambda v: v >= low, f"an integer >= {low}")
+
+    def number(self, field: str, value: Any, ok, rule: str) -> None:
+        """`rule` starts "a number"; NaN and infinities are refused."""
+        rule = rule.replace("a number", "a finite number", 1)
+        self.need(field, value, lambda v: math.isfinite(v) and ok(v), rule)
+
+    def choice(self, field: str, value: Any, choices) -> None:
+        self.need(field, value, lambda v: v in choices, f"one of {', '.join(choices)}")
+
+    def probability(self, field: str, value: Any) -> None:
+        self.number(field, value, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def range_problems(s: Settings) -> list[str]:
+    """Every setting of `s` outside its range, as "config.FIELD = VALUE: must be
+    RANGE" lines (config field names, as given on the command line)."""
+    p = Problems()
+    _data_problems(p, s.data)
+    _pyramid_problems(p, s.pyramid)
+    _model_problems(p, s.model)
+    _train_problems(p, s.train)
+    _loss_problems(p, s.loss)
+    _augment_problems(p, s.augment)
+    return p.lines
+
+
+def _data_problems(p: Problems, d: DataSettings) -> None:
+    p.need(
+        "data.image",
+        d.image,
+        lambda v: v.strip() != "",
+        "a non-empty path to a PNG/JPEG file (e.g. data/colusseum.png)",
     )
-    _need(
-        0 <= d.min_size_ratio <= 1,
-        f"data.min_size_ratio must lie in [0, 1] (0: use data.min_size), got "
-        f"{d.min_size_ratio}",
+    p.int_at_least("data.max_size", d.max_size, 1)
+    p.probability("data.min_size_ratio", d.min_size_ratio)
+    if d.min_size_ratio is None or d.min_size_ratio <= 0:
+        p.int_at_least("data.min_size", d.min_size, 1)
+        if d.max_size is not None and d.max_size >= 1:
+            p.need(
+                "data.min_size",
+                d.min_size,
+                lambda v: v <= d.max_size,
+                f"<= data.max_size ({d.max_size})",
+            )
+    elif d.min_size_ratio <= 1 and d.max_size is not None and d.max_size >= 1:
+        # min_size = max(16, round(ratio x max_size)) must fit in max_size.
+        p.need(
+            "data.max_size",
+            d.max_size,
+            lambda v: v >= d.min_size,
+            f">= {d.min_size} (the min_size that data.min_size_ratio="
+            f"{d.min_size_ratio} gives: max(16, round(ratio x max_size)))",
+        )
+
+
+def _pyramid_problems(p: Problems, y: PyramidSettings) -> None:
+    p.choice("pyramid.schedule", y.schedule, SCHEDULES)
+    p.int_at_least("pyramid.num_stages", y.num_stages, 2)
+    p.number("pyramid.r0", y.r0, lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.75")
+
+
+def _model_problems(p: Problems, m: ModelSpec) -> None:
+    p.int_at_least("model.nfc", m.nfc, 1)
+    p.int_at_least("model.nfc_growth", m.nfc_growth, 1)
+    p.int_at_least("model.max_nfc", m.max_nfc, 1)
+    p.int_at_least("model.num_layers", m.num_layers, 2)
+    # Valid convolutions with kernel // 2 zero padding per side per layer keep the
+    # size only for odd kernels (models/layers.py: `pad`).
+    p.need(
+        "model.kernel",
+        m.kernel,
+        lambda v: v >= 1 and v % 2 == 1,
+        "an odd integer >= 1 (e.g. 3)",
+    )
+    p.int_at_least("model.train_depth", m.train_depth, 1)
+    p.number("model.lr_scale", m.lr_scale, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    p.number(
+        "model.leaky_slope", m.leaky_slope, lambda v: 0 <= v < 1, "a number in [0, 1)"
     )
 
 
-def check_pyramid(p: PyramidSettings) -> None:
-    _need(
-        p.schedule in SCHEDULES,
-        f"unknown pyramid schedule {p.schedule!r}; set pyramid.schedule to one of "
-        f"{', '.join(SCHEDULES)}",
+def _train_problems(p: Problems, t: TrainSettings) -> None:
+    p.int_at_least("train.iters_per_stage", t.iters, 1)
+    p.int_at_least("train.d_steps", t.d_steps, 1)
+    p.int_at_least("train.g_steps", t.g_steps, 1)
+    for name, lr in (("lr_g", t.lr_g), ("lr_d", t.lr_d)):
+        p.number(
+            f"train.{name}",
+            lr,
+            lambda v: 0 < v <= MAX_LR,
+            f"a number in (0, {MAX_LR:g}] (default 5e-4)",
+        )
+    for name, beta in (("beta1", t.beta1), ("beta2", t.beta2)):
+        p.number(f"train.{name}", beta, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    p.number("train.adam_eps", t.adam_eps, lambda v: v > 0, "a number > 0 (e.g. 1e-8)")
+    p.number(
+        "train.lr_milestone", t.lr_milestone, lambda v: v >= 0, "a number >= 0 (0.8)"
     )
-    _need(0.0 < p.r0 < 1.0, f"pyramid.r0 must lie in (0, 1), got {p.r0}; use 0.75")
-    _need(
-        p.num_stages >= 2,
-        f"a pyramid needs at least 2 stages, got {p.num_stages}; set "
-        "pyramid.num_stages to 2 or more",
+    p.need(
+        "train.lr_decay_iter",
+        t.lr_decay_iter,
+        lambda v: v >= -1,
+        "an integer >= 0, or -1 (lr_milestone x iters_per_stage)",
     )
-
-
-def check_model(m: ModelSpec) -> None:
-    _need(m.num_layers >= 2, "model.num_layers must be at least 2")
-    _need(m.train_depth >= 1, "model.train_depth must be at least 1")
-
-
-def check_train(t: TrainSettings) -> None:
-    _need(
-        t.iters >= 1 and t.d_steps >= 1 and t.g_steps >= 1,
-        "train.iters_per_stage, d_steps and g_steps must be >= 1",
+    p.number("train.gamma", t.gamma, lambda v: 0 < v <= 1, "a number in (0, 1]")
+    p.choice("train.gp_mode", t.gp_mode, GP_MODES)
+    p.need(
+        "train.steps_per_call",
+        t.steps_per_call,
+        lambda v: v >= 1,
+        "an integer >= 0 (0: auto)",
     )
-    _need(t.gp_mode in GP_MODES, f"train.gp_mode must be one of {GP_MODES}")
-    _need(
-        t.xla_opt_level in (-1, 0, 1, 2, 3),
-        f"train.xla_backend_opt_level must be -1 (auto) or 0..3, got {t.xla_opt_level}",
-    )
-    _need(
-        t.compile_unit in COMPILE_UNITS,
-        f"train.compile_unit must be 'auto', 'update' or 'iteration', got "
-        f"{t.compile_unit!r}",
-    )
-    _need(
-        t.update_rule in UPDATE_RULES + ("auto",),
-        f"train.update_rule must be one of {UPDATE_RULES + ('auto',)}, got "
-        f"{t.update_rule!r}",
-    )
-    _need(t.steps_per_call >= 1, "train.steps_per_call must be >= 0 (0: auto)")
-    _need(
-        math.isfinite(t.adam_eps) and t.adam_eps > 0,
-        f"train.adam_eps must be a positive number, got {t.adam_eps}",
+    p.choice("train.compile_unit", t.compile_unit, COMPILE_UNITS)
+    p.choice("train.update_rule", t.update_rule, UPDATE_RULES + ("auto",))
+    p.need(
+        "train.xla_backend_opt_level",
+        t.xla_opt_level,
+        lambda v: v in (-1, 0, 1, 2, 3),
+        "-1 (auto) or 0..3",
     )
 
 
-def check_loss(lo: LossSettings) -> None:
-    numbers = (lo.lambda_gp, lo.alpha, lo.tv_weight, lo.noise_amp_base)
-    _need(
-        all(math.isfinite(v) for v in numbers),
-        "loss weights and noise_amp_base must be finite numbers",
-    )
-    _need(
-        lo.tv_reduction in ("mean", "sum"),
-        f"loss.tv_reduction must be 'mean' or 'sum', got {lo.tv_reduction!r}",
-    )
+def _loss_problems(p: Problems, lo: LossSettings) -> None:
+    for name, v in (
+        ("loss.lambda_gp", lo.lambda_gp),
+        ("loss.alpha", lo.alpha),
+        ("loss.tv_weight", lo.tv_weight),
+        ("noise_amp_base", lo.noise_amp_base),
+    ):
+        p.number(name, v, lambda x: x >= 0, "a number >= 0")
+    p.choice("loss.tv_reduction", lo.tv_reduction, TV_REDUCTIONS)
 
 
-def check_augment(a: AugmentSettings) -> None:
-    _need(a.tiles >= 1, "augment.tiles must be >= 1")
+def _augment_problems(p: Problems, a: AugmentSettings) -> None:
+    for name in ("p_colour", "p_noise", "p_cutout", "cutout_max", "p_tiles"):
+        p.probability(f"augment.{name}", getattr(a, name))
+    p.number("augment.noise_std", a.noise_std, lambda v: v >= 0, "a number >= 0")
+    p.int_at_least("augment.tiles", a.tiles, 1)
 
 
 def default_steps_per_call() -> int:
@@ -353,12 +519,16 @@ def default_steps_per_call() -> int:
     return 1 if jax.default_backend() == "cpu" else 10
 
 
-def _read_train(c: Mapping) -> TrainSettings:
+def _read_train(c: Mapping, problems: list[str] | None = None) -> TrainSettings:
     keys = {"iters": "iters_per_stage", "xla_opt_level": "xla_backend_opt_level"}
-    t = _read(TrainSettings, c, "train", keys)
-    return dataclasses.replace(
-        t,
-        steps_per_call=t.steps_per_call or default_steps_per_call(),
-        log_every=max(1, t.log_every),
-        stage_samples=max(0, t.stage_samples),
-    )
+    t = _read(TrainSettings, c, "train", keys, problems)
+    resolved = {
+        "steps_per_call": t.steps_per_call or default_steps_per_call(),
+        "log_every": max(1, t.log_every) if t.log_every is not None else None,
+        "stage_samples": (
+            max(0, t.stage_samples) if t.stage_samples is not None else None
+        ),
+    }
+    if t.steps_per_call is None:
+        resolved["steps_per_call"] = None
+    return dataclasses.replace(t, **resolved)

@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
     applications.check_complete(sampler)
     applications.check_inject_stage(sampler, _START.value)
-    paint = image_io.load_image(_PAINT.value)
+    paint = image_io.load_image(_PAINT.value, flag="--paint")
     result = applications.paint_to_image(
         sampler,
         paint,

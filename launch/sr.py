@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         raise UserError("--workdir is required: a trained run directory")
     sampler = sampling.Sampler(checkpoint.load_run(_WORKDIR.value))
-    image = image_io.load_image(_IMAGE.value) if _IMAGE.value else None
+    image = image_io.load_image(_IMAGE.value, flag="--image") if _IMAGE.value else None
     result = applications.super_resolve(
         sampler,
         _FACTOR.value,

@@ -153,3 +153,31 @@ def test_no_run(tmp_path):
         checkpoint.load_run(str(tmp_path / "nope"))
     with pytest.raises(UserError, match="holds no trained run"):
         checkpoint.load_run(str(tmp_path))
+
+
+def test_run_saved_before_a_field_was_added_still_loads(tiny_singan_run, tmp_path):
+    """A run.json without a field added later (settings.ADDED_FIELDS) reads as
+    the value earlier runs behaved with, and the run samples."""
+    import json
+
+    from agan_jax import sampling
+    from agan_jax.settings import ADDED_FIELDS, Settings
+    from configs import default
+
+    work = tmp_path / "old_run"
+    shutil.copytree(tiny_singan_run[0], work)
+    meta = json.loads((work / "run.json").read_text())
+    for dotted in ADDED_FIELDS:
+        section, name = dotted.split(".")
+        assert name in default.get_config()[section]  # a real, current field
+        del meta["config"][section][name]
+    (work / "run.json").write_text(json.dumps(meta))
+    store = checkpoint.RunStore(str(work))
+    try:
+        filled = store.read_metadata()["config"]
+    finally:
+        store.close()
+    assert Settings.from_config(filled).model.warm_start is True
+    run = checkpoint.load_run(str(work))
+    images, _ = sampling.sample(run, jax.random.key(0), 2)
+    assert images.shape[0] == 2

@@ -102,24 +102,45 @@ def test_settings_from_config_and_from_run_json_agree():
         (lambda c: c.pop("augment"), "no 'augment' section"),
         (
             lambda c: c["train"].update(iters_per_stage="many"),
-            "train.iters_per_stage='many' is not a valid int",
+            "config.train.iters_per_stage = 'many': must be an integer",
         ),
-        (lambda c: c["train"].update(d_steps=2.5), "train.d_steps=2.5"),
+        (
+            lambda c: c["train"].update(d_steps=2.5),
+            "config.train.d_steps = 2.5: must be an integer",
+        ),
         (lambda c: c["model"].update(batch_norm="maybe"), "model.batch_norm"),
-        (lambda c: c["pyramid"].update(r0=1.5), "pyramid.r0 must lie in"),
-        (lambda c: c["pyramid"].update(schedule="cosine"), "unknown pyramid schedule"),
-        (lambda c: c["data"].update(min_size_ratio=2.0), "min_size_ratio must lie"),
-        (lambda c: c["model"].update(train_depth=0), "train_depth must be"),
-        (lambda c: c["augment"].update(tiles=0), "augment.tiles must be"),
-        (lambda c: c.update(noise_amp_base=float("nan")), "must be finite"),
+        (
+            lambda c: c["pyramid"].update(r0=1.5),
+            r"config.pyramid.r0 = 1.5: must be a finite number in \(0, 1\)",
+        ),
+        (
+            lambda c: c["pyramid"].update(schedule="cosine"),
+            "config.pyramid.schedule = 'cosine': must be one of",
+        ),
+        (
+            lambda c: c["data"].update(min_size_ratio=2.0),
+            "config.data.min_size_ratio = 2.0: must be a finite number in",
+        ),
+        (
+            lambda c: c["model"].update(train_depth=0),
+            "config.model.train_depth = 0: must be an integer >= 1",
+        ),
+        (
+            lambda c: c["augment"].update(tiles=0),
+            "config.augment.tiles = 0: must be an integer >= 1",
+        ),
+        (
+            lambda c: c.update(noise_amp_base=float("nan")),
+            "config.noise_amp_base = nan: must be a finite number >= 0",
+        ),
         (
             lambda c: c["loss"].update(tv_reduction="median"),
-            "loss.tv_reduction must be 'mean' or 'sum'",
+            "config.loss.tv_reduction = 'median': must be one of mean, sum",
         ),
         (lambda c: c["train"].pop("lr_decay_iter"), "no field train.lr_decay_iter"),
         (
             lambda c: c["train"].update(update_rule="sometimes"),
-            "train.update_rule must be one of",
+            "config.train.update_rule = 'sometimes': must be one of",
         ),
     ],
 )

@@ -53,7 +53,9 @@ def test_sample_writes_pngs_and_grid(tiny_agan_run, tmp_path):
         f"--out={tmp_path / 's1'}",
     )
     assert p.returncode == 0, p.stderr
-    assert len(os.listdir(tmp_path / "s1")) == 3
+    # 2 samples, grid.png and manifest.json (what a re-run continues from).
+    assert len(os.listdir(tmp_path / "s1")) == 4
+    assert (tmp_path / "s1" / "manifest.json").exists()
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +73,9 @@ def bad_inputs(tmp_path_factory):
         ("--config.data.image={bad}/notimage.png", "not an image"),
         ("--config.data.image={bad}/small.png", "below min_size"),
         ("--config.train.no_such_key=1", "unknown config key 'no_such_key'"),
-        ("--config.model.kind=vae", "unknown model kind"),
+        ("--config.model.kind=vae", "config.model.kind = 'vae': must be one of"),
         ("--config.train.update_rule=consingan", "is not a rule of agan"),
-        ("--config.loss.tv_reduction=median", "tv_reduction must be"),
+        ("--config.loss.tv_reduction=median", "tv_reduction = 'median': must be"),
     ],
 )
 def test_train_bad_input_exits_2(bad_inputs, tmp_path, override, message):

@@ -167,11 +167,11 @@ def test_cpu_compile_level_trains_like_xla_default():
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("xla_backend_opt_level", 5, "xla_backend_opt_level must be -1"),
-        ("update_rule", "stale", "update_rule must be one of"),
-        ("gp_mode", "hessian", "gp_mode must be"),
-        ("compile_unit", "stage", "train.compile_unit must be"),
-        ("adam_eps", -1.0, "train.adam_eps must be a positive number"),
+        ("xla_backend_opt_level", 5, "xla_backend_opt_level = 5: must be -1"),
+        ("update_rule", "stale", "update_rule = 'stale': must be one of"),
+        ("gp_mode", "hessian", "gp_mode = 'hessian': must be one of"),
+        ("compile_unit", "stage", "train.compile_unit = 'stage': must be one of"),
+        ("adam_eps", -1.0, "train.adam_eps = -1.0: must be a finite number > 0"),
     ],
 )
 def test_bad_train_settings_are_named(key, value, message):

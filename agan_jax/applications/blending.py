@@ -137,17 +137,23 @@ def fit_naive_and_mask(
 
 
 def load_naive_and_mask(
-    run: RunLike, naive_path: str, mask_path: str
+    run: RunLike,
+    naive_path: str,
+    mask_path: str,
+    *,
+    naive_flag: str = "--naive",
+    mask_flag: str = "--mask",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Loads a naive image and its mask files at the training size.
 
     The files must have the same size (else a UserError); a non-binary mask is
     thresholded at 0.5 with a logged warning (`image_io.load_mask`), a mask with no
-    pixel set is a UserError. See `fit_naive_and_mask` for the resize.
+    pixel set is a UserError. See `fit_naive_and_mask` for the resize. Errors
+    name the flags that gave the files (`naive_flag`, `mask_flag`).
     """
-    naive = image_io.load_image(naive_path)
+    naive = image_io.load_image(naive_path, flag=naive_flag)
     hw = naive.shape[:2]
-    mask = image_io.load_mask(mask_path, hw)
+    mask = image_io.load_mask(mask_path, hw, flag=mask_flag)
     mask_hw = image_io.file_size(mask_path)
     if mask_hw is not None and tuple(mask_hw) != tuple(hw):
         raise UserError(

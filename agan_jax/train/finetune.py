@@ -71,7 +71,7 @@ def fine_tune(
         )
     if int(iters) < 1:
         raise UserError(f"fine-tuning needs at least 1 iteration, got {iters}")
-    settings = run_settings if config is None else Settings.from_config(config)
+    settings = run_settings if config is None else families.settings_from_config(config)
     settings = dataclasses.replace(
         settings,
         model=run_settings.model,

@@ -233,7 +233,7 @@ def train(config, workdir: str, stop_after: int | None = None, progress: bool = 
     directory, a failed save: the message names the fix), TrainingDiverged,
     TrainingInterrupted (Ctrl-C); each says which stages are saved.
     """
-    settings = Settings.from_config(config)
+    settings = families.settings_from_config(config)
     return train_settings(
         settings, config_to_dict(config), workdir, stop_after, progress
     )
@@ -266,6 +266,7 @@ def train_settings(
     progress: bool = True,
 ) -> Run | None:
     """`train` from read settings (`config`: the same as a dict, for run.json)."""
+    settings.validate(checks=families.settings_problems)  # before any work
     family = families.of(settings.model)
     resolve_rule(family, settings.model, settings.train)  # refuse before any work
     store = checkpoint.RunStore(workdir)
