@@ -28,21 +28,29 @@ def reconstruction(rec: jax.Array, real: jax.Array) -> jax.Array:
     return jnp.mean((rec - real) ** 2)
 
 
+TV_REDUCTIONS = ("mean", "sum", "pytorch")
+
+
 def total_variation(x: jax.Array, reduction: str = "mean") -> jax.Array:
     """AGAN eq. 13: squared differences of adjacent pixels of an HWC image.
 
     The horizontal (H x (W-1) x C terms) and vertical ((H-1) x W x C terms)
     squared differences are each averaged and the two means added ('mean', our
     default, independent of the image size), or all summed ('sum', the paper's
-    equation). The TVLoss of most PyTorch code is 2 x 'mean'.
+    equation), or reduced as the TVLoss of most PyTorch code ('pytorch'):
+    2 x (sum_v / count_v + sum_h / count_h) / batch, with count_v = C (H-1) W,
+    count_h = C H (W-1) and a batch of one image, i.e. 2 x 'mean'.
     """
     dh = x[:, 1:, :] - x[:, :-1, :]
     dv = x[1:, :, :] - x[:-1, :, :]
     if reduction == "sum":
         return jnp.sum(dh**2) + jnp.sum(dv**2)
-    if reduction != "mean":
-        raise ValueError(f"TV reduction must be 'mean' or 'sum', got {reduction!r}")
-    return jnp.mean(dh**2) + jnp.mean(dv**2)
+    if reduction not in TV_REDUCTIONS:
+        raise ValueError(
+            f"TV reduction must be one of {', '.join(TV_REDUCTIONS)}, got {reduction!r}"
+        )
+    mean = jnp.mean(dh**2) + jnp.mean(dv**2)
+    return 2.0 * mean if reduction == "pytorch" else mean
 
 
 def interpolate(real: jax.Array, fake: jax.Array, a: jax.Array) -> jax.Array:

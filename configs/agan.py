@@ -8,6 +8,11 @@ Command (CPU-sized: 64 px, 6 stages, 200 iterations per stage):
   python -m launch.train --config=configs/agan.py:quad --workdir=runs/agan2
 Variants combine with commas: `:circ,tiny` (tests), `:cos,gpu` (paper size).
 Look at runs/agan/stages/*.png (samples and attention maps after each stage).
+
+Ablations, one component each: --config.model.kind=singan (SinGAN's residual
+generator, this schedule and TV loss), --config.loss.tv_weight=0 (no TV),
+--config.loss.tv_reduction=sum|pytorch, --config.model.warm_start=False; or
+python -m launch.compare --methods=agan3,agan3-no-attention,agan3-no-tv,...
 """
 
 from __future__ import annotations

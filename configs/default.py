@@ -53,6 +53,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_layers = 5
     config.model.kernel = 3
     config.model.batch_norm = True
+    # SinGAN/AGAN: a new stage starts from the previous stage's generator and
+    # critic weights where their shapes match (AGAN's first attention stage: G_A
+    # from SinGAN's stage 0, G_B fresh); False: every stage from fresh weights
+    # (an ablation). ConSinGAN always grows from the trained blocks.
+    config.model.warm_start = True
     # ConSinGAN only (configs/consingan.py): blocks trained concurrently, their
     # learning-rate scale per block below the newest, mode, LeakyReLU slope.
     config.model.train_depth = 3
@@ -102,8 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.alpha = 10.0
     config.loss.tv_weight = 0.0
     # TV (AGAN eq. 13) reduced by the mean over its terms ('mean': the vertical
-    # and horizontal means added) or their sum ('sum', the paper's equation).
-    # The TVLoss most PyTorch code uses is 'mean' with tv_weight 2.
+    # and horizontal means added), their sum ('sum', the paper's equation) or as
+    # the TVLoss most PyTorch code uses ('pytorch': 2 x 'mean').
     config.loss.tv_reduction = "mean"
 
     # Training augmentations of ConSinGAN's harmonization and editing modes.

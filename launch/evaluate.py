@@ -7,6 +7,12 @@ python -m launch.evaluate --workdirs=runs/singan,runs/agan --num_samples=50 \
 Writes OUT/evaluation.json (every value, per-sample SIFIDs), OUT/table.md and
 OUT/contact_sheet.png (a row per run: training image, then its first samples),
 and prints the markdown table. See docs/evaluation.md.
+
+python -m launch.evaluate --workdirs=runs/agan --per_stage --out=runs/diag
+    [--num_samples=16]
+prints and writes instead a table per run, one row per trained stage (sample std
+against the real image's, mean attention, noise amplitude, reconstruction RMSE):
+OUT/per_stage.md and OUT/per_stage.json (agan_jax/diagnostics.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ _SAMPLES = flags.DEFINE_multi_string(
     "SinGAN's), at the training size, evaluated against the first run's "
     "training image as a row LABEL. Repeatable.",
 )
+_PER_STAGE = flags.DEFINE_bool(
+    "per_stage",
+    False,
+    "Instead of the metrics: per-stage diagnostics of every run (sample std vs the "
+    "real image's at each stage, mean attention C, noise amplitude, reconstruction "
+    "RMSE), printed and written to OUT/per_stage.md and OUT/per_stage.json.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -51,6 +64,21 @@ def main(argv: list[str]) -> None:
         raise UserError(
             "--out is required: the folder for evaluation.json and the sheet"
         )
+    evaluation.check_out_dir(_OUT.value)  # before any work
+    if _PER_STAGE.value:
+        from agan_jax import diagnostics
+
+        if _SAMPLES.value:
+            raise UserError("--samples is not used with --per_stage; drop one")
+        print(
+            diagnostics.write_per_stage(
+                _WORKDIRS.value, _OUT.value, num_samples=_NUM.value, seed=_SEED.value
+            )
+        )
+        print(
+            f"\nwrote per_stage.md and per_stage.json to {os.path.abspath(_OUT.value)}"
+        )
+        return
     pairs = []
     for item in _SAMPLES.value:
         label, sep, folder = item.partition("=")

@@ -135,14 +135,18 @@ def make_stage(
     make_gen, spec, sizes, stage: int, augment=None, finetune: bool = False
 ) -> StageModel:
     """The StageModel of a per-stage-generator family (SinGAN, AGAN)."""
-    del augment, finetune
+    del augment
     gens = [make_gen(spec, s) for s in range(stage + 1)]
     g_mod, d_mod = gens[stage], make_discriminator(spec, stage)
     h, w = sizes[stage]
 
     def init(key, prev_g=None, prev_d=None):
         # Warm start: a new stage copies every submodule of the previous stage
-        # whose shapes match (SinGAN copies G and D while the width is unchanged).
+        # whose shapes match (SinGAN copies G and D while the width is unchanged);
+        # model.warm_start=False (an ablation) starts every stage afresh (a
+        # fine-tuning still starts from the weights it fine-tunes).
+        if not spec.warm_start and not finetune:
+            prev_g = prev_d = None
         k_init, k_train = jax.random.split(key)
         kg, kd = jax.random.split(rbg_key(k_init))
         x = jnp.zeros((1, h, w, 3), jnp.float32)

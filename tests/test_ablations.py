@@ -1,0 +1,303 @@
+"""Ablations (issue 12): composed methods of launch.compare switch one AGAN
+component each; the TV reductions against NumPy; the warm-start switch; the
+per-stage diagnostics (agan_jax/diagnostics.py, launch.evaluate --per_stage)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agan_jax import checkpoint, diagnostics, losses, pyramid, sampling, settings, train
+from agan_jax.errors import UserError
+from agan_jax.models import families
+from launch import compare
+from tests.conftest import BUNDLED_IMAGE, quick_compiles
+from tests.test_launch import launch
+
+
+def _settings(method: str, iters: int | None = None) -> settings.Settings:
+    config = compare.method_config(method, "tiny", BUNDLED_IMAGE, iters)
+    return settings.Settings.from_config(config)
+
+
+def _flat(s: settings.Settings) -> dict[str, object]:
+    out = {}
+    for section, value in dataclasses.asdict(s).items():
+        if isinstance(value, dict):
+            out.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            out[section] = value
+    return out
+
+
+def _changes(method: str, base: str) -> dict[str, object]:
+    new, old = _flat(_settings(method)), _flat(_settings(base))
+    assert new.keys() == old.keys()
+    return {k: new[k] for k in new if new[k] != old[k]}
+
+
+# --- composed methods --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, base, changed",
+    [
+        ("agan3-no-tv", "agan3", {"loss.tv_weight": 0.0}),
+        ("agan3-tv-sum", "agan3", {"loss.tv_reduction": "sum"}),
+        ("agan3-tv-pytorch", "agan3", {"loss.tv_reduction": "pytorch"}),
+        ("agan3-no-attention", "agan3", {"model.kind": "singan"}),
+        ("agan3-no-warm", "agan3", {"model.warm_start": False}),
+        ("singan-no-warm", "singan", {"model.warm_start": False}),
+        ("singan-circ", "singan", {"pyramid.schedule": "circ"}),
+        ("agan3-cos", "agan3", {"pyramid.schedule": "cos"}),
+        ("agan1-geometric", "agan1", {"pyramid.schedule": "geometric"}),
+        (
+            "agan2-no-tv-circ-no-warm",
+            "agan2",
+            {
+                "loss.tv_weight": 0.0,
+                "pyramid.schedule": "circ",
+                "model.warm_start": False,
+            },
+        ),
+        (
+            "agan3-no-attention-tv-sum",
+            "agan3",
+            {"model.kind": "singan", "loss.tv_reduction": "sum"},
+        ),
+    ],
+)
+def test_modifier_changes_exactly_its_fields(method, base, changed):
+    assert _changes(method, base) == changed
+
+
+def test_parse_method_reads_modifiers_in_order():
+    assert compare.parse_method("agan3") == ("agan3", [])
+    assert compare.parse_method("agan3-tv-pytorch-no-warm-quad") == (
+        "agan3",
+        ["tv-pytorch", "no-warm", "quad"],
+    )
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        ("agan3-no-foo", "unknown modifier 'no-foo' in method 'agan3-no-foo'"),
+        ("agan3-tv", "unknown modifier 'tv'"),
+        ("agan3-cos-attention", "unknown modifier 'attention'"),
+        ("agan9-no-tv", "unknown method 'agan9-no-tv'"),
+        ("agan3-tv-sum-no-tv", "two tv modifiers"),
+        ("agan3-cos-quad", "two schedule modifiers"),
+        ("singan-no-tv", "loss.tv_weight=0"),
+        ("singan-tv-sum", "loss.tv_weight=0"),
+        ("singan-no-attention", "this base trains model.kind=singan"),
+        ("agan3-circ", "changes nothing"),
+        ("singan-geometric", "changes nothing"),
+        ("consingan-no-warm", "'no-warm' applies to singan, agan"),
+    ],
+)
+def test_bad_methods_are_user_errors(method, message):
+    with pytest.raises(UserError, match=message):
+        compare.method_config(method, "tiny", BUNDLED_IMAGE, None)
+
+
+def test_unknown_modifier_lists_the_valid_ones():
+    with pytest.raises(UserError) as e:
+        compare.parse_method("agan3-no-foo")
+    for modifier in ("no-tv", "tv-sum", "tv-pytorch", "no-attention", "no-warm"):
+        assert modifier in str(e.value)
+    for schedule in ("geometric", "cos", "quad", "circ"):
+        assert schedule in str(e.value)
+
+
+def test_compare_cli_refuses_unknown_modifier_and_documents_them(tmp_path):
+    p = launch(
+        "launch.compare",
+        f"--image={BUNDLED_IMAGE}",
+        "--size=tiny",
+        f"--out={tmp_path / 'c'}",
+        "--methods=agan3,agan3-no-foo",
+    )
+    assert p.returncode == 2, p.stderr
+    assert "unknown modifier 'no-foo'" in p.stderr and "tv-pytorch" in p.stderr
+    assert not (tmp_path / "c").exists()  # refused before any training
+    p = launch("launch.compare", "--help")  # absl's --help exits with status 1
+    assert "--methods:" in p.stdout, p.stderr
+    text = " ".join(p.stdout.split())
+    for modifier in compare.MODIFIERS:
+        assert f"{modifier}:" in text
+    assert "BASE[-MODIFIER...]" in text
+
+
+# --- TV reductions ---------------------------------------------------------------
+
+
+def _tv_sum_reference(x: np.ndarray) -> float:
+    """AGAN eq. 13 as written: every squared difference of adjacent pixels summed."""
+    x = x.astype(np.float64)
+    return float(np.sum((x[1:] - x[:-1]) ** 2) + np.sum((x[:, 1:] - x[:, :-1]) ** 2))
+
+
+def _tv_pytorch_reference(x_nchw: np.ndarray) -> float:
+    """The TVLoss module common in PyTorch code, on an NCHW batch:
+    2 * (h_tv / count_h + w_tv / count_w) / batch_size, where h_tv and w_tv sum
+    the squared differences along H and W and count_* = C * H' * W' of the
+    shifted tensors (without the batch)."""
+    x = x_nchw.astype(np.float64)
+    batch, c, h, w = x.shape
+    count_h = c * (h - 1) * w
+    count_w = c * h * (w - 1)
+    h_tv = np.sum((x[:, :, 1:, :] - x[:, :, : h - 1, :]) ** 2)
+    w_tv = np.sum((x[:, :, :, 1:] - x[:, :, :, : w - 1]) ** 2)
+    return float(2 * (h_tv / count_h + w_tv / count_w) / batch)
+
+
+def test_tv_reductions_match_numpy_references():
+    x = np.random.default_rng(3).uniform(-1, 1, (6, 9, 3)).astype(np.float32)
+    xj = jnp.asarray(x)
+    mean = float(losses.total_variation(xj, "mean"))
+    np.testing.assert_allclose(
+        float(losses.total_variation(xj, "pytorch")),
+        _tv_pytorch_reference(x.transpose(2, 0, 1)[None]),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        float(losses.total_variation(xj, "sum")), _tv_sum_reference(x), rtol=1e-6
+    )
+    # The three differ on a non-square image: pytorch is twice the mean.
+    assert float(losses.total_variation(xj, "pytorch")) == pytest.approx(2 * mean)
+    assert float(losses.total_variation(xj, "sum")) > 10 * mean
+
+
+def test_every_tv_reduction_reads_and_runs():
+    assert settings.TV_REDUCTIONS == losses.TV_REDUCTIONS
+    config = compare.method_config("agan3-tv-pytorch", "tiny", BUNDLED_IMAGE, None)
+    assert settings.Settings.from_config(config).loss.tv_reduction == "pytorch"
+    config.loss.tv_reduction = "median"
+    with pytest.raises(UserError, match="must be one of mean, sum, pytorch"):
+        settings.Settings.from_config(config)
+    with pytest.raises(ValueError, match="median"):
+        losses.total_variation(jnp.zeros((4, 4, 3)), "median")
+
+
+# --- warm start ------------------------------------------------------------------
+
+
+def _params(tree, name):
+    return jax.tree.leaves(tree["params"][name])
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_warm_start_switch_at_stage_init(tiny_agan_run, warm):
+    """AGAN stage 1 from the stage-0 weights of a trained run: warm, G_A and the
+    critic are copied (G_B is fresh); cold, everything equals a fresh init."""
+    workdir, run = tiny_agan_run
+    store = checkpoint.RunStore(workdir)
+    prev_d = store.load_d_vars(0)
+    store.close()
+    prev_g = run.g_vars[0]
+    spec = dataclasses.replace(run.spec, warm_start=warm)
+    model = families.of(spec).make_stage(spec, run.sizes, 1)
+    key = jax.random.key(7)
+    g, d, _ = model.init(key, prev_g, prev_d)
+    fresh_g, fresh_d, _ = model.init(key, None, None)
+    assert _same(_params(fresh_g, "G_B"), _params(g, "G_B"))
+    if warm:
+        assert _same(_params(g, "G_A"), _params(prev_g, "G_A"))
+        assert _same(_params(d, "D"), _params(prev_d, "D"))
+    else:
+        assert not _same(_params(g, "G_A"), _params(prev_g, "G_A"))
+        assert _same(_params(g, "G_A"), _params(fresh_g, "G_A"))
+        assert _same(_params(d, "D"), _params(fresh_d, "D"))
+
+
+def test_no_warm_trains_stage_1_from_fresh_weights(tmp_path):
+    """After one iteration (3 generator updates at lr 5e-4), a warm-started stage-1
+    G_A is still within a few steps of stage 0's; agan3-no-warm's is not."""
+    dist = {}
+    for method in ("agan3", "agan3-no-warm"):
+        config = compare.method_config(method, "tiny", BUNDLED_IMAGE, 1)
+        workdir = str(tmp_path / method)
+        with quick_compiles():
+            train.train(config, workdir, stop_after=1, progress=False)
+        run = checkpoint.load_run(workdir)
+        assert run.num_stages == 2 and run.spec.warm_start == (method == "agan3")
+        a, b = _params(run.g_vars[1], "G_A"), _params(run.g_vars[0], "G_A")
+        dist[method] = max(
+            float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True)
+        )
+    assert dist["agan3"] < 0.01 < 0.05 < dist["agan3-no-warm"], dist
+
+
+# --- per-stage diagnostics -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny_agan_run", "tiny_singan_run"])
+def test_per_stage_rows(name, request):
+    workdir, run = request.getfixturevalue(name)
+    n, seed = 3, 5
+    sampler = sampling.Sampler(run)
+    rows = diagnostics.per_stage(sampler, num_samples=n, seed=seed)
+    assert len(rows) == run.num_stages == 3
+    reals = pyramid.build(jnp.asarray(run.real), run.sizes)
+    has_attention = name == "tiny_agan_run"
+    for s, row in enumerate(rows):
+        assert set(row) == {key for _, key in diagnostics.COLUMNS}
+        assert row["stage"] == s and tuple(row["size"]) == tuple(run.sizes[s])
+        real = np.asarray(reals[s], np.float64)
+        assert real.shape[:2] == tuple(run.sizes[s])
+        assert row["real_std"] == pytest.approx(float(np.std(real)), rel=1e-6)
+        assert row["std_ratio"] == pytest.approx(row["sample_std"] / row["real_std"])
+        assert row["noise_amp"] == pytest.approx(float(run.noise_amps[s]), rel=1e-7)
+        rec = np.asarray(sampler.reconstruct(s + 1), np.float64)
+        rmse = np.sqrt(np.mean((rec - real) ** 2))
+        assert row["rec_rmse"] == pytest.approx(rmse, rel=1e-6)
+        assert row["sample_std"] > 0
+        if has_attention and s > 0:
+            assert 0.0 <= row["attention"] <= 1.0
+        else:
+            assert row["attention"] is None
+    # The finest stage's samples are those of Sampler.sample with the same keys.
+    images, maps = sampler.sample(jax.random.key(seed), n, with_attention=True)
+    flat = np.asarray(images, np.float64).reshape(n, -1)
+    assert rows[-1]["sample_std"] == pytest.approx(np.mean(np.std(flat, axis=1)), 1e-5)
+    if has_attention:
+        assert len(maps) == 2
+        assert rows[-1]["attention"] == pytest.approx(float(np.mean(maps[-1])), 1e-5)
+    # Stage 0 stopped early: not the finest samples' spread.
+    assert rows[0]["sample_std"] != pytest.approx(rows[-1]["sample_std"], rel=1e-6)
+
+
+def test_evaluate_per_stage_cli_writes_tables(tiny_agan_run, tiny_singan_run, tmp_path):
+    out = tmp_path / "diag"
+    p = launch(
+        "launch.evaluate",
+        f"--workdirs={tiny_agan_run[0]},{tiny_singan_run[0]}",
+        "--per_stage",
+        "--num_samples=2",
+        f"--out={out}",
+    )
+    assert p.returncode == 0, p.stderr
+    md = (out / "per_stage.md").read_text()
+    assert md.count("| stage | size | sample std | real std |") == 2
+    assert "AGAN(3)" in md and "SinGAN" in md and "| stage |" in p.stdout
+    data = json.loads((out / "per_stage.json").read_text())
+    assert data["num_samples"] == 2 and len(data["runs"]) == 2
+    agan_rows, singan_rows = (r["stages"] for r in data["runs"])
+    run = tiny_agan_run[1]
+    assert [r["noise_amp"] for r in agan_rows] == pytest.approx(
+        [float(a) for a in run.noise_amps]
+    )
+    assert agan_rows[0]["attention"] is None
+    assert all(0 <= r["attention"] <= 1 for r in agan_rows[1:])
+    assert all(r["attention"] is None for r in singan_rows)
+    assert not (out / "evaluation.json").exists()  # the metrics are not computed
