@@ -78,7 +78,7 @@ def fine_tune(
         train=dataclasses.replace(settings.train, iters=int(iters)),
     )
     sizes = [tuple(hw) for hw in run.sizes]
-    naive = image_io.load_image(image_io.resolve_path(naive_image_path))
+    naive = image_io.load_image(image_io.resolve_path(naive_image_path), flag="--naive")
     naive = jnp.clip(pyramid.resize(jnp.asarray(naive), sizes[-1]), -1.0, 1.0)
     source = jnp.clip(pyramid.resize(naive, sizes[0]), -1.0, 1.0)
 
