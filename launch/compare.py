@@ -225,7 +225,7 @@ def main(argv: list[str]) -> None:
     if not _OUT.value:
         raise UserError("--out is required: the folder for the runs and the table")
     image = image_io.resolve_path(_IMAGE.value)
-    image_io.load_image(image)  # a missing or unreadable image fails here
+    image_io.load_image(image, flag="--image")  # a missing or bad image fails here
     methods = _METHODS.value or available_methods()
     configs = {m: method_config(m, _SIZE.value, image, _ITERS.value) for m in methods}
     params = None
