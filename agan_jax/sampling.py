@@ -4,15 +4,23 @@ A `Sampler` wraps a `Run` and holds its compiled functions in a visible cache
 (`Sampler.cache`: one entry per function, batch size and output size), so repeated
 calls compile nothing. Sample i of a batch equals the same key drawn alone: one
 `jax.vmap` over keys, generators in inference mode (BatchNorm running statistics).
+
+Two key derivations: `Sampler.sample(key, n)` gives sample i the key
+`jax.random.split(key, n)[i]`; streamed sampling (`Sampler.draw`,
+`Sampler.stream`, `launch.sample`) gives sample i the key
+`stream_key(key, i) = jax.random.fold_in(key, i)`, which depends on nothing but
+i: not on the number of samples, the batch size or where a resumed run starts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agan_jax import compiler
 from agan_jax.errors import UserError
@@ -48,6 +56,38 @@ def make_sampler(
         return (out, attns) if with_attention else out
 
     return jax.vmap(one, in_axes=(0, None, None, None))
+
+
+def stream_key(key: jax.Array, i) -> jax.Array:
+    """The key of sample i in streamed sampling: `jax.random.fold_in(key, i)`."""
+    return jax.random.fold_in(key, i)
+
+
+def make_indexed_sampler(
+    spec, sizes: Sequence[Size], start: int, stop: int, with_attention: bool = False
+):
+    """Returns f(key, indices, variables, amps, base) -> images [, attentions].
+
+    Sample j of the batch is sample `indices[j]` of the stream: key
+    `stream_key(key, indices[j])`, then `make_sampler`'s function.
+    """
+    inner = make_sampler(spec, sizes, start, stop, with_attention)
+
+    def fn(key, indices, variables, amps, base):
+        keys = jax.vmap(lambda i: stream_key(key, i))(indices)
+        return inner(keys, variables, amps, base)
+
+    return fn
+
+
+class Batch(NamedTuple):
+    """One batch of a stream: sample indices (b,), images (b, h, w, 3) float32
+    in about [-1, 1], and the attention maps (a list, one (b, h, w, 3) array per
+    attention stage) or None when not asked for."""
+
+    indices: np.ndarray
+    images: np.ndarray
+    attentions: list[np.ndarray] | None
 
 
 def default_batch_size() -> int:
@@ -128,14 +168,9 @@ class Sampler:
         run = self.run
         if n < 1:
             raise UserError(f"number of samples must be >= 1, got {n}")
-        if batch_size < 0:
-            raise UserError(f"batch_size must be >= 0 (0: default), got {batch_size}")
-        self.check_stage(start_stage, "start_stage")
-        sizes = scaled_sizes(run.sizes[: run.num_stages], scale)
+        _check_batch_size(batch_size)
+        sizes, base = self._prepare(start_stage, scale)
         stop = run.num_stages
-        base = jnp.zeros((1, 1, 3), jnp.float32)
-        if start_stage > 0:
-            base = self.reconstruct(start_stage)
         batch = min(n, batch_size or default_batch_size())
         fn = self.compiled(
             ("sample", batch, start_stage, tuple(sizes), with_attention),
@@ -158,6 +193,112 @@ class Sampler:
             ]
             return images, attns
         return jnp.concatenate(outs)[:n]
+
+    def _prepare(
+        self, start_stage: int, scale: tuple[float, float]
+    ) -> tuple[list[Size], jax.Array]:
+        """The scaled stage sizes and the input of stage start_stage (the
+        reconstruction below it; a dummy at stage 0)."""
+        run = self.run
+        self.check_stage(start_stage, "start_stage")
+        sizes = scaled_sizes(run.sizes[: run.num_stages], scale)
+        base = jnp.zeros((1, 1, 3), jnp.float32)
+        if start_stage > 0:
+            base = self.reconstruct(start_stage)
+        return sizes, base
+
+    def _indexed(self, batch: int, start_stage: int, sizes, with_attention: bool):
+        run = self.run
+        return self.compiled(
+            ("draw", batch, start_stage, tuple(sizes), with_attention),
+            lambda: make_indexed_sampler(
+                run.spec, sizes, start_stage, run.num_stages, with_attention
+            ),
+        )
+
+    def draw(
+        self,
+        key: jax.Array,
+        indices: Sequence[int],
+        *,
+        start_stage: int = 0,
+        scale: tuple[float, float] = (1.0, 1.0),
+        with_attention: bool = False,
+    ):
+        """Samples `indices` of the stream of `key` in one vmap'd call: sample i
+        uses `stream_key(key, i)` (compiled once per number of indices).
+
+        Returns images (len(indices), h, w, 3) [, attention maps as in `sample`].
+        """
+        idx = _as_indices(indices)
+        if idx.size < 1:
+            raise UserError("draw needs at least one sample index")
+        sizes, base = self._prepare(start_stage, scale)
+        fn = self._indexed(idx.size, start_stage, sizes, with_attention)
+        return fn(key, idx, self.run.g_vars, jnp.asarray(self.run.noise_amps), base)
+
+    def stream(
+        self,
+        key: jax.Array,
+        indices: Iterable[int],
+        *,
+        start_stage: int = 0,
+        scale: tuple[float, float] = (1.0, 1.0),
+        batch_size: int = 0,
+        with_attention: bool = False,
+    ) -> Iterator[Batch]:
+        """Samples `indices` (any iterable of ints, consumed lazily) of the stream
+        of `key` in batches of `batch_size` (0: `default_batch_size()`), as numpy
+        `Batch`es, one at a time: memory does not grow with the number of samples.
+
+        Every batch has the same shape, so the function compiles once: the last
+        batch is padded with its own last index and the padding dropped. The next
+        batch is dispatched before the current one is handed over, so the device
+        computes while the caller writes. Sample i equals `draw(key, [i])`.
+        """
+        _check_batch_size(batch_size)
+        batch = batch_size or default_batch_size()
+        sizes, base = self._prepare(start_stage, scale)
+        fn = self._indexed(batch, start_stage, sizes, with_attention)
+        run = self.run
+        amps = jnp.asarray(run.noise_amps)
+
+        def finish(idx: np.ndarray, count: int, out) -> Batch:
+            if with_attention:
+                images, attns = out
+                attns = [np.asarray(a)[:count] for a in attns]
+            else:
+                images, attns = out, None
+            return Batch(idx[:count], np.asarray(images)[:count], attns)
+
+        pending = None
+        it = iter(indices)
+        while True:
+            chunk = [int(i) for _, i in zip(range(batch), it, strict=False)]
+            if not chunk:
+                break
+            count = len(chunk)
+            idx = _as_indices(chunk + [chunk[-1]] * (batch - count))
+            out = fn(key, idx, run.g_vars, amps, base)
+            if pending is not None:
+                yield finish(*pending)
+            pending = (idx, count, out)
+        if pending is not None:
+            yield finish(*pending)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 0:
+        raise UserError(f"batch_size must be >= 0 (0: default), got {batch_size}")
+
+
+def _as_indices(indices) -> np.ndarray:
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= 2**31):
+        raise UserError(
+            f"sample indices must be in [0, 2**31), got {idx.min()}..{idx.max()}"
+        )
+    return idx.astype(np.int32)
 
 
 def as_sampler(run_or_sampler: Run | Sampler) -> Sampler:
