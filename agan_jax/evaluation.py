@@ -366,13 +366,25 @@ def write_json(path: str, rows: Sequence[dict[str, Any]], extra: dict) -> None:
         json.dump({**extra, "runs": list(rows)}, f, indent=2)
 
 
-def check_out_dir(out: str) -> None:
-    """UserError unless `out` is a folder or can be made one (made here)."""
+def check_out_dir(out: str, make: bool = True) -> None:
+    """UserError unless `out` is a folder or can be made one (made here when
+    `make`; without it, only checked: the launcher checks before any work and
+    leaves nothing behind if the work then fails)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(
             f"--out {os.path.abspath(out)} is a file; pass a folder for "
             "evaluation.json, table.md and contact_sheet.png (made if missing)"
         )
+    if not make:
+        parent = os.path.abspath(out)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(
+                f"cannot make the --out folder {os.path.abspath(out)} ({parent} is "
+                "not a writable folder); pass a folder in a writable place"
+            )
+        return
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
@@ -400,9 +412,10 @@ def evaluate_to_dir(
     Inception weights (a path, or already loaded `inception_params`) are loaded
     before anything is sampled, so a bad file fails fast. Samples use
     `jax.random.key(seed)` for every run; patch SWD projections use `seed` too.
-    Returns the evaluations and the markdown table.
+    Returns the evaluations and the markdown table. `out` is checked first and
+    made only when there is something to write.
     """
-    check_out_dir(out)
+    check_out_dir(out, make=False)
     if inception_params is None and inception_weights:
         from agan_jax import inception
 

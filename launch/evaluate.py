@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
         raise UserError(
             "--out is required: the folder for evaluation.json and the sheet"
         )
-    evaluation.check_out_dir(_OUT.value)  # before any work
+    evaluation.check_out_dir(_OUT.value, make=False)  # before any work
     if _PER_STAGE.value:
         from agan_jax import diagnostics
 
