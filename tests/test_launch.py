@@ -73,7 +73,7 @@ def bad_inputs(tmp_path_factory):
         ("--config.data.image={bad}/notimage.png", "not an image"),
         ("--config.data.image={bad}/small.png", "below min_size"),
         ("--config.train.no_such_key=1", "unknown config key 'no_such_key'"),
-        ("--config.model.kind=vae", "config.model.kind = 'vae': must be one of"),
+        ("--config.model.kind=vae", "config.model.kind = 'vae': unknown model kind"),
         ("--config.train.update_rule=consingan", "is not a rule of agan"),
         ("--config.loss.tv_reduction=median", "tv_reduction = 'median': must be"),
     ],

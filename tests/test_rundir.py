@@ -45,6 +45,9 @@ import os, signal, sys
 import orbax.checkpoint as ocp
 from agan_jax.train import metrics
 mode, stage = sys.argv[1], int(sys.argv[2])
+# Python's Ctrl-C handler, as in a terminal: a shell starts background jobs
+# (nohup ... &) with SIGINT ignored, and Python then installs none.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if mode.endswith("_stage"):
     sig = signal.SIGINT if mode == "int_stage" else signal.SIGKILL
     scalars = metrics.JsonlWriter.scalars
