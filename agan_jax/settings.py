@@ -22,6 +22,7 @@ from agan_jax.errors import UserError
 
 SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
 UPDATE_RULES = ("singan", "fresh", "consingan")
+STAGE0_REC_NOISE = ("fixed", "redraw")
 COMPILE_UNITS = ("auto", "update", "iteration")
 GP_MODES = ("jvp", "double_grad")
 # loss.tv_reduction: the reductions of losses.total_variation.
@@ -34,6 +35,7 @@ TV_REDUCTIONS = ("mean", "sum", "pytorch")
 # field never makes a trained run unloadable. New fields go here too.
 ADDED_FIELDS: dict[str, Any] = {
     "model.warm_start": True,  # issue 12: every earlier run warm-started
+    "train.stage0_rec_noise": "fixed",  # issue 11: earlier runs kept one z*
 }
 
 
@@ -188,6 +190,7 @@ class TrainSettings:
     steps_per_call: int  # 0 resolved per backend (train/runner.py)
     compile_unit: str  # "auto", "update" or "iteration" (train/runner.py)
     update_rule: str  # "auto" (the family's), "singan", "fresh", "consingan"
+    stage0_rec_noise: str  # "fixed" z* or "redraw" every iteration (official SinGAN)
     xla_opt_level: int  # XLA backend optimisation level; -1: see compiler.py
     remat: bool  # jax.checkpoint around the generator in training
     log_every: int
@@ -481,6 +484,7 @@ def _train_problems(p: Problems, t: TrainSettings) -> None:
     )
     p.choice("train.compile_unit", t.compile_unit, COMPILE_UNITS)
     p.choice("train.update_rule", t.update_rule, UPDATE_RULES + ("auto",))
+    p.choice("train.stage0_rec_noise", t.stage0_rec_noise, STAGE0_REC_NOISE)
     p.need(
         "train.xla_backend_opt_level",
         t.xla_opt_level,

@@ -664,3 +664,55 @@ def test_resume_after_a_save_killed_midway(tiny_singan_run, tmp_path):
     store = checkpoint.RunStore(copy)
     assert store.finished_stages(3) == [0, 1, 2]
     store.close()
+
+
+def test_stage0_rec_noise_redraw_as_official_singan(tmp_path):
+    """train.stage0_rec_noise='redraw' (official SinGAN's z_opt): stage 0's
+    reconstruction loss sees a new noise map every iteration, and the run keeps
+    the last iteration's map as z*; 'fixed' keeps the map drawn from the seed."""
+    config = tiny_config("singan")
+    config.train.stage0_rec_noise = "redraw"
+    config.train.iters_per_stage = 3
+    s = families.settings_from_config(config)
+    family = families.of(s.model)
+    workdir = str(tmp_path / "redraw")
+    with quick_compiles():
+        run = train.train(config, workdir, stop_after=0, progress=False)
+        sizes = run.sizes
+        fns = make_stage_fns(family, s.model, sizes, 0, s.train, s.loss)
+        state = fns.init_state(loop.stage_key(s.seed, 0))
+        draws = [np.asarray(fns.rec_draw(state.key, i)[1]) for i in range(3)]
+        # A generator update of iteration 1 sees iteration 1's map, not z*.
+        stage0_fixed = family.stage0_rec(s.model, s.seed, sizes, None, None)
+        zeros = jnp.zeros((*sizes[0], 3))
+        data = StageData(
+            real=jnp.asarray(pyramid.build(jnp.asarray(run.real), sizes)[0]),
+            amps=jnp.ones((1,), jnp.float32),
+            rec_inputs=(zeros, jnp.asarray(stage0_fixed)),
+            lower_vars=(),
+            source=zeros,
+        )
+        per_iter = s.train.d_steps + s.train.g_steps
+        at_1 = state.replace(step=state.step + per_iter + s.train.d_steps)
+        _, m_redraw = fns.g_step(at_1, data)
+        fixed = settings_for("singan").train
+        fixed_fns = make_stage_fns(family, s.model, sizes, 0, fixed, s.loss)
+        _, m_fixed = fixed_fns.g_step(at_1, data)
+        data_1 = dataclasses.replace(data, rec_inputs=(zeros, jnp.asarray(draws[1])))
+        _, m_expect = fixed_fns.g_step(at_1, data_1)
+    assert fixed_fns.rec_draw is None
+    np.testing.assert_array_equal(np.asarray(run.z_rec), draws[-1])
+    assert np.abs(draws[0] - draws[1]).max() > 1e-3
+    assert draws[0].shape == (*sizes[0], 3)
+    np.testing.assert_array_equal(draws[0][..., 0], draws[0][..., 2])  # 1 channel
+    assert np.abs(np.asarray(run.z_rec) - np.asarray(stage0_fixed)).max() > 1e-3
+    assert float(m_redraw["rec"]) == pytest.approx(float(m_expect["rec"]), rel=1e-6)
+    assert float(m_redraw["rec"]) != pytest.approx(float(m_fixed["rec"]), rel=1e-3)
+
+
+def test_stage0_rec_noise_redraw_needs_the_singan_rule(tmp_path):
+    config = tiny_config("consingan")
+    config.train.stage0_rec_noise = "redraw"
+    with pytest.raises(Exception, match="stage0_rec_noise = 'redraw'.*'consingan'"):
+        train.train(config, str(tmp_path / "x"), progress=False)
+    assert not (tmp_path / "x").exists()

@@ -57,6 +57,16 @@ def settings_problems(s: Settings) -> list[str]:
         family.check(m)
     except UserError as e:
         p.add("model.mode", m.mode, str(e))
+    t = s.train
+    if t.stage0_rec_noise == "redraw" and t.update_rule is not None:
+        rule = family.default_rule(m) if t.update_rule == "auto" else t.update_rule
+        if rule != "singan":
+            p.add(
+                "train.stage0_rec_noise",
+                t.stage0_rec_noise,
+                "official SinGAN's z* redraw needs the update rule 'singan' "
+                f"({m.kind} trains with {rule!r} here); use 'fixed'",
+            )
     d = s.data
     if p.lines or d.min_size is None or d.min_size < 1:
         return p.lines

@@ -372,6 +372,10 @@ def _train_locked(
                 raise TrainingDiverged(
                     diverged_advice(e, settings, workdir, saved), e.stage, e.iteration
                 ) from None
+            if plan[s].fns.rec_draw is not None:
+                # 'redraw' (official SinGAN): the last iteration's map is z*; the
+                # (lower, noise) inputs of the families that train with 'singan'.
+                z_rec = plan[s].fns.rec_draw(state.key, ts.iters - 1)[1]
             g_list.append(state.g_vars)
             amps.append(amp)
             prev_d = state.d_vars

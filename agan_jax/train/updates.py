@@ -30,6 +30,9 @@ from agan_jax.models.family import Family
 from agan_jax.settings import AugmentSettings, LossSettings, ModelSpec, TrainSettings
 from agan_jax.state import StageData, StageState, adam
 
+# fold_in tag of stage 0's per-iteration reconstruction noise ('redraw').
+REC_TAG = 7919
+
 
 class StageFns(NamedTuple):
     """The pure functions of one stage."""
@@ -40,6 +43,9 @@ class StageFns(NamedTuple):
     g_step: Any  # (state, data) -> (state, metrics): one generator update call
     g_calls: int  # g_step calls per iteration
     prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec_inputs, rmse)
+    # (key, iteration) -> stage 0's reconstruction inputs of that iteration under
+    # train.stage0_rec_noise='redraw'; None otherwise.
+    rec_draw: Any = None
 
 
 def resolve_rule(family: Family, spec: ModelSpec, ts: TrainSettings) -> str:
@@ -103,6 +109,19 @@ def make_stage_fns(
     n_in = model.input_keys
     g_updates = ts.g_steps if one_input else 1  # optimiser steps per g_step call
     per_iter = ts.d_steps + ts.g_steps  # state.step advances by this per iteration
+    redraw = stage == 0 and not finetune and ts.stage0_rec_noise == "redraw"
+    if redraw and not carried:
+        raise UserError(
+            "train.stage0_rec_noise='redraw' is official SinGAN's and needs "
+            f"train.update_rule=singan (this run trains with {rule!r})"
+        )
+
+    def rec_draw(key, i):
+        """Stage 0's reconstruction inputs of iteration i ('redraw'): a noise map
+        of its own, drawn from the stage key and the iteration (as official
+        SinGAN redraws z_opt every iteration)."""
+        k = jax.random.fold_in(jax.random.fold_in(key, i), REC_TAG)
+        return model.draw_inputs(list(jax.random.split(k, n_in)), None)
 
     def singan_keys(state):
         """SinGAN's rule: the iteration's noise key, and this critic update's keys
@@ -171,6 +190,9 @@ def make_stage_fns(
             key, *k_in = jax.random.split(state.key, 1 + n_in)
             inputs = model.draw_inputs(k_in, data)
         critic = critic_fn(state.d_vars, state.d_vars["params"])
+        rec_inputs = data.rec_inputs
+        if redraw:  # under 'singan' state.key is the stage key all stage long
+            rec_inputs = rec_draw(state.key, state.step // per_iter)
 
         def loss_fn(params):
             # Frozen groups get no gradient at all (XLA then skips their backward
@@ -181,7 +203,7 @@ def make_stage_fns(
             }
             v = {**state.g_vars, "params": params}
             fake, v = model.apply(v, inputs, data)
-            rec, v = model.apply(v, data.rec_inputs, data)
+            rec, v = model.apply(v, rec_inputs, data)
             adv = losses.generator_adv(critic(fake))
             rec_loss = losses.reconstruction(rec, data.real)
             tv = losses.total_variation(fake, ls.tv_reduction)
@@ -236,5 +258,11 @@ def make_stage_fns(
         )
 
     return StageFns(
-        init_state, iteration, d_step, g_step, g_calls, jax.jit(model.prepare)
+        init_state,
+        iteration,
+        d_step,
+        g_step,
+        g_calls,
+        jax.jit(model.prepare),
+        jax.jit(rec_draw) if redraw else None,
     )
