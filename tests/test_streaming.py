@@ -21,19 +21,9 @@ from PIL import Image
 from agan_jax import image_io, sampling, streaming
 from agan_jax.errors import UserError
 from tests.conftest import ROOT
+from tests.test_launch import launch
 
 KEY_SEED = 5
-
-
-def launch(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
 
 
 def files_of(folder) -> dict[str, bytes]:
