@@ -148,13 +148,14 @@ def run_command(
 @dataclasses.dataclass
 class Measured:
     """One child process: wall seconds, user+sys CPU seconds, peak RSS (MiB),
-    exit status and the end of its stderr."""
+    exit status and the ends of its stderr and stdout."""
 
     wall_s: float
     cpu_s: float
     rss_mib: float
     returncode: int
     stderr: str
+    stdout: str = ""
 
 
 def run_measured(
@@ -185,6 +186,8 @@ def run_measured(
         p.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read()[-2000:].decode(errors="replace")
+        out.seek(0)
+        out_tail = out.read()[-2000:].decode(errors="replace")
     # ru_maxrss is KiB on Linux.
     return Measured(
         wall_s=wall,
@@ -192,6 +195,7 @@ def run_measured(
         rss_mib=usage.ru_maxrss / 1024.0,
         returncode=p.returncode,
         stderr=tail,
+        stdout=out_tail,
     )
 
 

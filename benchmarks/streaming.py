@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,54 +60,22 @@ def measure(
         "--quiet",
         *extra,
     )
-    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(
-            args,
-            cwd=common.ROOT,
-            env=common.child_env(cache=_cache()),
-            stdout=so,
-            stderr=se,
-        )
-        try:
-            _, status, usage = _wait4(p, timeout)
-        finally:
-            if p.poll() is None:
-                p.kill()
-        wall = time.perf_counter() - t0
-        so.seek(0)
-        se.seek(0)
-        stdout = so.read().decode(errors="replace")
-        stderr = se.read().decode(errors="replace")
-    rc = os.waitstatus_to_exitcode(status)
+    m = common.run_measured(args, common.child_env(cache=_cache()), timeout=timeout)
     result: dict[str, Any] = {
         "n": n,
-        "wall_s": wall,
-        "rss_mib": usage.ru_maxrss / 1024.0,  # KiB on Linux
-        "returncode": rc,
+        "wall_s": m.wall_s,
+        "rss_mib": m.rss_mib,
+        "returncode": m.returncode,
     }
-    if rc != 0:
-        result["error"] = stderr.strip()[-600:]
+    if m.returncode != 0:
+        result["error"] = m.stderr.strip()[-600:]
         return result
-    m = _REPORTED.search(stdout)
-    if m:
-        result["sampling_s"] = float(m.group(1))
+    stdout = m.stdout
+    reported = _REPORTED.search(stdout)
+    if reported:
+        result["sampling_s"] = float(reported.group(1))
     result["files"] = len(os.listdir(out))
     return result
-
-
-def _wait4(p: subprocess.Popen, timeout: float):
-    """os.wait4 of the child, killing it after `timeout` seconds."""
-    import threading
-
-    timer = threading.Timer(timeout, p.kill)
-    timer.start()
-    try:
-        pid, status, usage = os.wait4(p.pid, 0)
-    finally:
-        timer.cancel()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return pid, status, usage
 
 
 COLUMNS = (
