@@ -22,8 +22,8 @@ from agan_jax.errors import UserError
 
 SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
 UPDATE_RULES = ("singan", "fresh", "consingan")
-STAGE0_REC_NOISE = ("fixed", "redraw")
-COMPILE_UNITS = ("auto", "update", "iteration")
+STAGE0_REC_NOISE = ("auto", "fixed", "redraw")
+COMPILE_UNITS = ("auto", "update", "iteration", "rolled")
 GP_MODES = ("jvp", "double_grad")
 # loss.tv_reduction: the reductions of losses.total_variation.
 TV_REDUCTIONS = ("mean", "sum", "pytorch")
@@ -188,9 +188,9 @@ class TrainSettings:
     gamma: float
     gp_mode: str  # "jvp" (fast, same gradient) or "double_grad" (reference)
     steps_per_call: int  # 0 resolved per backend (train/runner.py)
-    compile_unit: str  # "auto", "update" or "iteration" (train/runner.py)
+    compile_unit: str  # "auto", "update", "iteration", "rolled" (train/runner.py)
     update_rule: str  # "auto" (the family's), "singan", "fresh", "consingan"
-    stage0_rec_noise: str  # "fixed" z* or "redraw" every iteration (official SinGAN)
+    stage0_rec_noise: str  # "auto", "fixed" z* or "redraw" (official SinGAN)
     xla_opt_level: int  # XLA backend optimisation level; -1: see compiler.py
     remat: bool  # jax.checkpoint around the generator in training
     log_every: int

@@ -93,10 +93,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # times); 'fresh': every update draws its own input (our earlier rule);
     # 'auto': the family's own (SinGAN/AGAN 'singan', ConSinGAN 'consingan').
     config.train.update_rule = "auto"
-    # Stage 0's reconstruction noise z*: "fixed" (one map drawn from the seed) or
+    # Stage 0's reconstruction noise z*: "fixed" (one map drawn from the seed),
     # "redraw" (official SinGAN: a fresh map every iteration, the last one kept as
-    # z*; needs update_rule singan). docs/evaluation.md, issue 11.
-    config.train.stage0_rec_noise = "fixed"
+    # z*; needs update_rule singan) or "auto" ("redraw" with the 'singan' rule, as
+    # SinGAN and AGAN train; "fixed" otherwise, as official ConSinGAN keeps its
+    # z_opt). docs/evaluation.md, issue 11.
+    config.train.stage0_rec_noise = "auto"
     # XLA backend optimisation level for training's programs: -1 = auto (LLVM O1
     # on CPU: 22% less compile time, same speed; XLA's default elsewhere), or 0-3.
     config.train.xla_backend_opt_level = -1

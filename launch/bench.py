@@ -11,6 +11,8 @@
   python -m launch.bench --suite=gpu --gpu_iters=200 --gpu_budget_s=330  # one H100 loan
   python -m launch.bench --suite=gpu --gpu_sizes=tiny # the same on CPU, tiny sizes
   python -m launch.bench --suite=sampling_stream --stream_counts=1000,10000,100000
+  python -m launch.bench --suite=compile --compile_config=configs/agan.py:gpu \\
+      --compile_flag_set=--xla_gpu_autotune_level=0   # one stage's compile, by program
 
 Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   train        benchmarks/train_table.py: --config trained once; per stage
@@ -32,6 +34,9 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   sampling_stream  benchmarks/streaming.py: `launch.sample` as a fresh process
                for each --stream_counts N on --workdir (default: configs/agan.py:tiny
                trained first): wall time, samples/s, peak RSS (issue 15).
+  compile      benchmarks/compile.py: one stage's programs (update, iteration,
+               scan, double-grad penalty) traced, lowered, compiled and called,
+               in this process and under each --compile_flag_set in a child.
 
 Compilation is part of what is measured: unless AGAN_JAX_CACHE is set, this
 launcher runs with the persistent compilation cache off (AGAN_JAX_CACHE=off).
@@ -49,7 +54,16 @@ from ml_collections import config_flags  # noqa: E402
 
 from launch import common  # noqa: E402
 
-SUITES = ("train", "micro", "cpu_targets", "levers", "issue6", "gpu", "sampling_stream")
+SUITES = (
+    "train",
+    "micro",
+    "cpu_targets",
+    "levers",
+    "issue6",
+    "gpu",
+    "sampling_stream",
+    "compile",
+)
 
 _SUITE = flags.DEFINE_enum("suite", "train", SUITES, "What to measure.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -172,6 +186,28 @@ _GPU_BATCHES = flags.DEFINE_list(
 _GPU_MEMORY = flags.DEFINE_list(
     "gpu_memory_sizes", None, "gpu: max_size of each memory row (default 250,500,1000)."
 )
+_COMPILE_CONFIG = flags.DEFINE_string(
+    "compile_config",
+    None,
+    "compile: config name (default configs/agan.py:gpu on an accelerator, "
+    "configs/agan.py on CPU).",
+)
+_COMPILE_SET = flags.DEFINE_multi_string(
+    "compile_set", [], "compile: a config field, repeatable (train.gp_mode=jvp)."
+)
+_COMPILE_STAGES = flags.DEFINE_list(
+    "compile_stages", ["0", "-1"], "compile: stage indices (negative: from the finest)."
+)
+_COMPILE_PROGRAMS = flags.DEFINE_list(
+    "compile_programs",
+    ["d_step", "g_step", "iteration", "scan", "iteration_double_grad"],
+    "compile: which programs.",
+)
+_COMPILE_FLAG_SETS = flags.DEFINE_multi_string(
+    "compile_flag_set",
+    [],
+    "compile: XLA_FLAGS of a further child run, repeatable (one row set each).",
+)
 
 
 def _log(msg: str) -> None:
@@ -249,6 +285,33 @@ def suite_sampling_stream():
     return streaming.suite(counts, _WORKDIR.value, _log)
 
 
+def suite_compile():
+    import ast
+
+    import jax
+
+    from benchmarks import compile as compile_bench
+
+    config = _COMPILE_CONFIG.value or (
+        "configs/agan.py" if jax.default_backend() == "cpu" else "configs/agan.py:gpu"
+    )
+    overrides = {}
+    for item in _COMPILE_SET.value:
+        key, _, text = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return compile_bench.suite(
+        config,
+        overrides,
+        [int(s) for s in _COMPILE_STAGES.value],
+        _COMPILE_PROGRAMS.value,
+        _COMPILE_FLAG_SETS.value,
+        _log,
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
     suite = {
@@ -259,6 +322,7 @@ def main(argv: list[str]) -> None:
         "issue6": suite_issue6,
         "gpu": suite_gpu,
         "sampling_stream": suite_sampling_stream,
+        "compile": suite_compile,
     }[_SUITE.value]
     text, result = suite()
     print(text, flush=True)

@@ -31,6 +31,7 @@ from benchmarks import (
     targets,
     train_table,
 )
+from benchmarks import compile as compile_bench
 from tests.conftest import ROOT
 
 HW, WIDTH = (10, 12), 8
@@ -497,3 +498,19 @@ def test_cache_check_table():
     (table,) = _tables(targets.format_cache_check(check))
     assert table[1] == ["a", "80", "35", "2 (jit_fn, jit_iteration)"]
     assert table[2][3] == "0" and table[3][1].startswith("failed: rc 2")
+
+
+def test_compile_suite_rows_and_table():
+    """--suite=compile: a row per program with its trace, compile and call
+    seconds, in a markdown table; an unknown program is refused."""
+    rows = compile_bench.measure(
+        "configs/singan.py:tiny", {"train.d_steps": 2}, [0], ["g_step", "rolled"]
+    )
+    assert [r["program"] for r in rows] == ["g_step", "rolled"]
+    for r in rows:
+        assert r["stage"] == 0 and len(r["size"]) == 2
+        assert r["compile_s"] > 0 and r["lower_s"] > 0 and r["call_s"] > 0
+    text = compile_bench.format_rows(rows)
+    assert "| (default) | 0 |" in text and "rolled" in text
+    with pytest.raises(ValueError, match="unknown program 'nope'"):
+        compile_bench.measure("configs/singan.py:tiny", None, [0], ["nope"])

@@ -667,11 +667,12 @@ def test_resume_after_a_save_killed_midway(tiny_singan_run, tmp_path):
 
 
 def test_stage0_rec_noise_redraw_as_official_singan(tmp_path):
-    """train.stage0_rec_noise='redraw' (official SinGAN's z_opt): stage 0's
-    reconstruction loss sees a new noise map every iteration, and the run keeps
-    the last iteration's map as z*; 'fixed' keeps the map drawn from the seed."""
+    """SinGAN's default (train.stage0_rec_noise='auto' -> 'redraw', official
+    SinGAN's z_opt): stage 0's reconstruction loss sees a new noise map every
+    iteration, and the run keeps the last iteration's map as z*; 'fixed' keeps
+    the map drawn from the seed."""
     config = tiny_config("singan")
-    config.train.stage0_rec_noise = "redraw"
+    assert config.train.stage0_rec_noise == "auto"
     config.train.iters_per_stage = 3
     s = families.settings_from_config(config)
     family = families.of(s.model)
@@ -695,7 +696,7 @@ def test_stage0_rec_noise_redraw_as_official_singan(tmp_path):
         per_iter = s.train.d_steps + s.train.g_steps
         at_1 = state.replace(step=state.step + per_iter + s.train.d_steps)
         _, m_redraw = fns.g_step(at_1, data)
-        fixed = settings_for("singan").train
+        fixed = dataclasses.replace(s.train, stage0_rec_noise="fixed")
         fixed_fns = make_stage_fns(family, s.model, sizes, 0, fixed, s.loss)
         _, m_fixed = fixed_fns.g_step(at_1, data)
         data_1 = dataclasses.replace(data, rec_inputs=(zeros, jnp.asarray(draws[1])))
@@ -708,6 +709,23 @@ def test_stage0_rec_noise_redraw_as_official_singan(tmp_path):
     assert np.abs(np.asarray(run.z_rec) - np.asarray(stage0_fixed)).max() > 1e-3
     assert float(m_redraw["rec"]) == pytest.approx(float(m_expect["rec"]), rel=1e-6)
     assert float(m_redraw["rec"]) != pytest.approx(float(m_fixed["rec"]), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kind,variant,redraws",
+    [("singan", "tiny", True), ("agan", "tiny", True), ("consingan", "tiny", False)],
+)
+def test_stage0_rec_noise_auto_follows_the_update_rule(kind, variant, redraws):
+    """'auto' redraws z* under SinGAN's rule (SinGAN, AGAN) and keeps one map
+    under ConSinGAN's (as official ConSinGAN keeps its z_opt); never while fine-
+    tuning or above stage 0."""
+    s = families.settings_from_config(tiny_config(kind, variant))
+    assert s.train.stage0_rec_noise == "auto"
+    family = families.of(s.model)
+    sizes = [(16, 16), (20, 20)]
+    fns = [make_stage_fns(family, s.model, sizes, k, s.train, s.loss) for k in (0, 1)]
+    assert (fns[0].rec_draw is not None) == redraws
+    assert fns[1].rec_draw is None
 
 
 def test_stage0_rec_noise_redraw_needs_the_singan_rule(tmp_path):

@@ -74,7 +74,7 @@ def test_stage0_reconstruction_noise_is_fixed_by_the_seed():
     assert np.abs(np.asarray(a - other)).max() > 1e-3
 
 
-@pytest.mark.parametrize("unit", ["update", "iteration"])
+@pytest.mark.parametrize("unit", ["update", "iteration", "rolled"])
 def test_step_traces_once_per_stage(unit):
     # One critic and one generator update per iteration keeps the fused program small.
     ts = train_settings(
@@ -85,21 +85,24 @@ def test_step_traces_once_per_stage(unit):
         iteration=chex.assert_max_traces(fns.iteration, n=1),
         d_step=chex.assert_max_traces(fns.d_step, n=1),
         g_step=chex.assert_max_traces(fns.g_step, n=1),
+        rolled=chex.assert_max_traces(fns.rolled, n=1),
     )
     state, metrics = _run(fns, ts, state, data, 4)
     assert int(state.step) == 4 * (ts.d_steps + ts.g_steps)
     assert all(np.isfinite(v).all() for m in metrics for v in m.values())
 
 
-def test_update_and_iteration_units_agree():
-    """The split (per-update) and fused (per-iteration) programs give one result."""
+@pytest.mark.parametrize("fused", ["iteration", "rolled"])
+def test_update_and_iteration_units_agree(fused):
+    """The split (per-update), fused (per-iteration) and rolled (updates in
+    lax.scan loops) programs give one result."""
     # Adam's first steps are ~lr * sign(grad): float noise in near-zero gradients
     # flips signs. A large epsilon makes the update linear in the gradient, so the
     # comparison measures the programs, not Adam's amplification of rounding.
     ts_u = train_settings(
         iters=3, compile_unit="update", adam_eps=1.0, d_steps=2, g_steps=1
     )
-    ts_i = dataclasses.replace(ts_u, compile_unit="iteration", steps_per_call=1)
+    ts_i = dataclasses.replace(ts_u, compile_unit=fused, steps_per_call=1)
     fns, state, data = _stage0(SPEC, ts_u)
     a, _ = _run(fns, ts_u, state, data, 3)
     fns, state, data = _stage0(SPEC, ts_i)
@@ -124,7 +127,7 @@ def test_auto_compile_unit_by_backend_stage_and_size():
         assert resolve_compile_unit("auto", 1, 100, min_pixels=0) == "iteration"
         assert resolve_compile_unit("auto", 1, small) == "iteration"  # default 0
     else:
-        assert resolve_compile_unit("auto", 0, small, singan) == "iteration"
+        assert resolve_compile_unit("auto", 0, small, singan) == "rolled"
     with pytest.raises(ValueError, match="compile unit must be one of"):
         resolve_compile_unit("stage", 0)
 

@@ -32,7 +32,10 @@ def resolve_compile_unit(
 ) -> str:
     """'auto' -> 'update' or 'iteration' for one stage; other units as given.
 
-    Accelerators: 'iteration'. CPU: 'update' for stage 0 (`stage` None counts as
+    Accelerators: 'rolled' (one H200, configs/agan.py:gpu, a scan of 10
+    iterations per call: XLA compiled the rolled iteration in 8.1 s at 25x34 and
+    11.9 s at 188x250 against 17.6 s and 42.3 s unrolled, at 0.4% and 3.7% more
+    time per iteration; docs/performance.md, "GPU compile time"). CPU: 'update' for stage 0 (`stage` None counts as
     0), whose compile is waited for, and for stages under `min_pixels` (the
     family's `fuse_min_pixels`); otherwise 'iteration'. Measured on the 2-core CPU
     with LLVM O1 (docs/performance.md, "Compile unit"): a fused iteration runs
@@ -44,7 +47,7 @@ def resolve_compile_unit(
     if unit != "auto":
         return unit
     if jax.default_backend() != "cpu":
-        return "iteration"
+        return "rolled"
     if not stage or (pixels is not None and pixels < min_pixels):
         return "update"
     return "iteration"
@@ -83,7 +86,8 @@ def make_runner(
 
     compile_unit 'update': one compiled call per critic or generator update (two
     small programs, compiled in a fraction of the time of a whole iteration);
-    'iteration': one call runs `steps_per_call` whole iterations; 'auto': by
+    'iteration': one call runs `steps_per_call` whole iterations ('rolled': the
+    same with each kind of update in a lax.scan loop, see updates.py); 'auto': by
     backend and stage size (resolve_compile_unit). `options`: XLA compile options
     instead of the settings' own (benchmarks of other options).
     """
@@ -106,10 +110,11 @@ def make_runner(
             return state, {**md, **mg}
 
         return {1: run_update}
+    step = fns.rolled if unit == "rolled" else fns.iteration
     k = max(1, min(ts.steps_per_call, ts.iters))
-    runners = {k: compile_chunk(fns.iteration, k, state, data, opts)}
+    runners = {k: compile_chunk(step, k, state, data, opts)}
     if ts.iters % k:
-        runners[1] = compile_chunk(fns.iteration, 1, state, data, opts)
+        runners[1] = compile_chunk(step, 1, state, data, opts)
     return runners
 
 

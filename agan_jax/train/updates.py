@@ -44,8 +44,11 @@ class StageFns(NamedTuple):
     g_calls: int  # g_step calls per iteration
     prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec_inputs, rmse)
     # (key, iteration) -> stage 0's reconstruction inputs of that iteration under
-    # train.stage0_rec_noise='redraw'; None otherwise.
+    # train.stage0_rec_noise='redraw' ('auto' under the singan rule); None otherwise.
     rec_draw: Any = None
+    # (state, data) -> (state, metrics): `iteration` with the critic and the
+    # generator updates in lax.scan loops (one copy of each update in the program).
+    rolled: Any = None
 
 
 def resolve_rule(family: Family, spec: ModelSpec, ts: TrainSettings) -> str:
@@ -109,7 +112,14 @@ def make_stage_fns(
     n_in = model.input_keys
     g_updates = ts.g_steps if one_input else 1  # optimiser steps per g_step call
     per_iter = ts.d_steps + ts.g_steps  # state.step advances by this per iteration
-    redraw = stage == 0 and not finetune and ts.stage0_rec_noise == "redraw"
+    redraw = (
+        stage == 0
+        and not finetune
+        and (
+            ts.stage0_rec_noise == "redraw"
+            or (ts.stage0_rec_noise == "auto" and carried)
+        )
+    )
     if redraw and not carried:
         raise UserError(
             "train.stage0_rec_noise='redraw' is official SinGAN's and needs "
@@ -238,6 +248,20 @@ def make_stage_fns(
             state, mg = g_jit(state, data)
         return state, {**md, **mg}
 
+    def rolled(state: StageState, data: StageData):
+        """`iteration` with each kind of update in a lax.scan loop: the program
+        holds one critic and one generator update instead of d_steps + g_calls
+        copies (compile unit 'rolled': compiles about as fast as the 'update'
+        unit's two programs, runs as one call)."""
+
+        def loop(step, n, state):
+            state, m = jax.lax.scan(lambda st, _: step(st, data), state, None, n)
+            return state, jax.tree.map(lambda x: x[-1], m)
+
+        state, md = loop(d_step, ts.d_steps, state)
+        state, mg = loop(g_step, g_calls, state)
+        return state, {**md, **mg}
+
     @jax.jit
     def init_state(key, prev_g_vars=None, prev_d_vars=None) -> StageState:
         # One compiled program (eager init ran dozens of tiny compiles). Its outputs
@@ -265,4 +289,5 @@ def make_stage_fns(
         g_calls,
         jax.jit(model.prepare),
         jax.jit(rec_draw) if redraw else None,
+        rolled,
     )
