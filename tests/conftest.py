@@ -76,14 +76,25 @@ def loss_settings(
 
 @contextlib.contextmanager
 def quick_compiles():
-    """Unoptimised XLA inside the block (jax_disable_most_optimizations)."""
-    name = "jax_disable_most_optimizations"
-    old = jax.config.values[name]
+    """Unoptimised XLA inside the block (jax_disable_most_optimizations), with the
+    persistent cache off meanwhile: its key does not hold that flag, so programs
+    compiled here would be loaded by later (optimised) compiles in this process
+    and in launcher subprocesses sharing the cache, and their floats differ (the
+    bundled image resized to 32 px hashed differently, and a resumed run refused
+    it as changed)."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    name, cache = "jax_disable_most_optimizations", "jax_enable_compilation_cache"
+    old, old_cache = jax.config.values[name], jax.config.values[cache]
     jax.config.update(name, True)
+    jax.config.update(cache, False)
+    cc.reset_cache()
     try:
         yield
     finally:
         jax.config.update(name, old)
+        jax.config.update(cache, old_cache)
+        cc.reset_cache()
 
 
 @pytest.fixture(scope="session")

@@ -147,6 +147,8 @@ class StagePrograms:
     sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
     compile_s: float
     reconstruct: Any = None  # (g_vars 0..s, amps, z_rec) -> image, with `sampler`
+    # Seconds of each part of compile_s: init+prepare, runners, grid programs.
+    compile_parts: dict = dataclasses.field(default_factory=dict)
 
 
 def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
@@ -156,9 +158,11 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
     opts = ts.compiler_options
     init = plan.fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
     prepare = plan.fns.prepare.lower(*plan.prepare_args).compile(compiler_options=opts)
+    t1 = time.time()
     runners = make_runner(
         plan.fns, ts, plan.state, plan.data, s, stages.family.fuse_min_pixels
     )
+    t2 = time.time()
     sampler = reconstruct = None
     if ts.stage_samples > 0:
         f = make_sampler(
@@ -176,8 +180,17 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
         reconstruct = (
             jax.jit(rec).lower(variables, amps, z_rec).compile(compiler_options=opts)
         )
+    t3 = time.time()
+    parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
     return StagePrograms(
-        plan.fns, init, prepare, runners, sampler, time.time() - t0, reconstruct
+        plan.fns,
+        init,
+        prepare,
+        runners,
+        sampler,
+        t3 - t0,
+        reconstruct,
+        {k: round(v, 3) for k, v in parts.items()},
     )
 
 
@@ -333,7 +346,8 @@ def _train_locked(
         }
         for s in range(first, last + 1):
             t0 = time.time()
-            progs = futures[s].result()
+            # Popped: a finished stage's programs are freed once the next begins.
+            progs = futures.pop(s).result()
             wait_s = time.time() - t0
             prev_g = g_list[-1] if g_list else None
             state = progs.init(stage_key(seed, s), prev_g, prev_d)
@@ -396,6 +410,7 @@ def _train_locked(
                     "size": list(sizes[s]),
                     "noise_amp": amp,
                     "compile_s": round(progs.compile_s, 3),
+                    **{f"compile_{k}_s": v for k, v in progs.compile_parts.items()},
                     "compile_wait_s": round(wait_s, 3),
                     "train_s": round(train_s, 3),
                     "stage_s": round(time.time() - t0, 3),
