@@ -27,6 +27,7 @@ import numpy as np
 from agan_jax import checkpoint, image_io, plots, pyramid
 from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
+from agan_jax.memory import release_free_memory
 from agan_jax.models import families
 from agan_jax.models.family import Family
 from agan_jax.run import Run
@@ -181,6 +182,7 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
             jax.jit(rec).lower(variables, amps, z_rec).compile(compiler_options=opts)
         )
     t3 = time.time()
+    release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
     parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
     return StagePrograms(
         plan.fns,

@@ -1,0 +1,40 @@
+"""Handing freed heap memory back to the operating system.
+
+XLA's CPU compiler (LLVM) allocates and frees hundreds of MiB per stage; glibc's
+malloc keeps the freed pages in its arenas, so a run's resident memory only grows,
+stage after stage. `release_free_memory` asks glibc to return them
+(`malloc_trim(0)`). Measured on the 2-core CPU machine (`launch.train
+--config=configs/singan.py --config.train.iters_per_stage=20`, 5 stages, cache
+off, quiet machine; docs/performance.md): peak RSS 1,217, 1,242 and 1,244 MiB with
+a trim after each stage's compile against 1,456 and 1,564 MiB without (-17%), wall
+110-116 s against 115-118 s. Elsewhere (another C library, another OS) it does
+nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+
+@functools.cache
+def _trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return None
+
+
+def release_free_memory() -> bool:
+    """Returns freed heap pages to the OS where glibc can; whether it could."""
+    trim = _trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
