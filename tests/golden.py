@@ -18,7 +18,9 @@ host, then float32), which moved its stage-2 amplitude by one float32 ulp
 (0.018687842 -> 0.018687841) and, through 20 Adam steps, its stage-2 weights.
 Re-recorded for every case with issue 11 (the official programs' stage sizes,
 SinGAN's update rule and learning-rate step, ConSinGAN's BatchNorm and recipes),
-which change what every family trains on purpose.
+which change what every family trains on purpose. Re-recorded for SinGAN and
+AGAN (`singan`, `agan_*`) when official SinGAN's stage-0 z* redraw became their
+default (train.stage0_rec_noise=auto); ConSinGAN's entries came out unchanged.
 """
 
 from __future__ import annotations
