@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import json
 import math
 import os
 import statistics
@@ -197,6 +198,20 @@ def run_measured(
         stderr=tail,
         stdout=out_tail,
     )
+
+
+def child_result(
+    module: str, kw: Mapping[str, Any], tag: str, xla_flags: str = "", timeout=1800
+) -> Any:
+    """Runs `python -m module child JSON(kw)` with these XLA_FLAGS (persistent
+    cache off) and returns the JSON its stdout printed after `tag`."""
+    _, p = run_command(
+        python_module(module, "child", json.dumps(kw)), child_env(xla_flags), timeout
+    )
+    for line in p.stdout.splitlines():
+        if line.startswith(tag):
+            return json.loads(line[len(tag) :])
+    raise RuntimeError(f"child run failed (rc {p.returncode}): {p.stderr[-2000:]}")
 
 
 def python_module(module: str, *args: str) -> list[str]:

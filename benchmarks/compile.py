@@ -132,15 +132,7 @@ def measure(
 
 def in_child(xla_flags: str, timeout: float = 1800, **kw) -> list[dict]:
     """`measure(**kw)` in a fresh process started with these XLA_FLAGS."""
-    _, p = common.run_command(
-        common.python_module("benchmarks.compile", "child", json.dumps(kw)),
-        common.child_env(xla_flags),
-        timeout,
-    )
-    for line in p.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :])
-    raise RuntimeError(f"child run failed (rc {p.returncode}): {p.stderr[-2000:]}")
+    return common.child_result("benchmarks.compile", kw, RESULT_TAG, xla_flags, timeout)
 
 
 def format_rows(rows: Sequence[dict], header: str = "") -> str:

@@ -259,15 +259,8 @@ def iteration_in_child(xla_flags: str = "", timeout: float = 1800, **kw) -> Iter
     """`measure_iteration(**kw)` in a fresh process started with these XLA_FLAGS
     (`python -m benchmarks.stage child JSON`), persistent cache off."""
     kw = {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
-    _, p = common.run_command(
-        common.python_module("benchmarks.stage", "child", json.dumps(kw)),
-        common.child_env(xla_flags),
-        timeout,
-    )
-    for line in p.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return IterTiming(**json.loads(line[len(RESULT_TAG) :]))
-    raise RuntimeError(f"child run failed (rc {p.returncode}): {p.stderr[-2000:]}")
+    out = common.child_result("benchmarks.stage", kw, RESULT_TAG, xla_flags, timeout)
+    return IterTiming(**out)
 
 
 def _child_main(args: list[str]) -> None:
