@@ -74,27 +74,46 @@ def loss_settings(
     return dataclasses.replace(loss, **kw)
 
 
+QUICK = "jax_disable_most_optimizations"
+
+
 @contextlib.contextmanager
-def quick_compiles():
-    """Unoptimised XLA inside the block (jax_disable_most_optimizations), with the
-    persistent cache off meanwhile: its key does not hold that flag, so programs
-    compiled here would be loaded by later (optimised) compiles in this process
-    and in launcher subprocesses sharing the cache, and their floats differ (the
-    bundled image resized to 32 px hashed differently, and a resumed run refused
-    it as changed)."""
+def quick_compiles(children: bool = False):
+    """Unoptimised XLA inside the block (jax_disable_most_optimizations): shorter
+    compiles. `children`: launcher subprocesses started inside compile so too.
+
+    Kept apart from optimised programs, which compute slightly different floats:
+    neither jax's persistent-cache key nor its in-memory caches hold that flag,
+    so programs compiled here would otherwise be reused by optimised code later
+    (the bundled image's 32 px resize hashed differently, and a resumed run
+    refused it as changed). Inside the block the persistent cache is a separate
+    directory (`<session cache>_quick`, for children too); jax's in-memory
+    caches are cleared on entering and on leaving.
+    """
     from jax.experimental.compilation_cache import compilation_cache as cc
 
-    name, cache = "jax_disable_most_optimizations", "jax_enable_compilation_cache"
-    old, old_cache = jax.config.values[name], jax.config.values[cache]
-    jax.config.update(name, True)
-    jax.config.update(cache, False)
-    cc.reset_cache()
+    cache_dir = "jax_compilation_cache_dir"
+    old_flag, old_dir = jax.config.values[QUICK], jax.config.values[cache_dir]
+    old_env = {k: os.environ.get(k) for k in ("AGAN_JAX_CACHE", QUICK.upper())}
+    quick_dir = (old_dir or "/tmp/agan_jax_tests_xla") + "_quick"
+
+    def switch(flag, directory, env):
+        jax.clear_caches()
+        jax.config.update(QUICK, flag)
+        jax.config.update(cache_dir, directory)
+        cc.reset_cache()
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    quick_env = {"AGAN_JAX_CACHE": quick_dir, QUICK.upper(): "1"} if children else {}
+    switch(True, quick_dir, quick_env)
     try:
         yield
     finally:
-        jax.config.update(name, old)
-        jax.config.update(cache, old_cache)
-        cc.reset_cache()
+        switch(old_flag, old_dir, old_env)
 
 
 @pytest.fixture(scope="session")

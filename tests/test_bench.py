@@ -32,25 +32,18 @@ from benchmarks import (
     train_table,
 )
 from benchmarks import compile as compile_bench
+from tests import conftest
 from tests.conftest import ROOT
 
 HW, WIDTH = (10, 12), 8
-QUICK = "jax_disable_most_optimizations"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def quick_compiles():
     """Unoptimised XLA here and in the suites' child processes (the variable is
-    inherited): shorter compiles, and children share the session's cache."""
-    old, old_env = jax.config.values[QUICK], os.environ.get(QUICK.upper())
-    jax.config.update(QUICK, True)
-    os.environ[QUICK.upper()] = "1"
-    yield
-    jax.config.update(QUICK, old)
-    if old_env is None:
-        os.environ.pop(QUICK.upper(), None)
-    else:
-        os.environ[QUICK.upper()] = old_env
+    inherited): shorter compiles; children share the block's own cache."""
+    with conftest.quick_compiles(children=True):
+        yield
 
 
 def _tables(text: str) -> list[list[list[str]]]:

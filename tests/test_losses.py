@@ -10,6 +10,7 @@ import pytest
 
 from agan_jax import losses
 from agan_jax.models.singan import Discriminator
+from tests.conftest import quick_compiles
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -159,20 +160,9 @@ def test_gradient_penalty_matches_central_finite_differences():
 
 @pytest.fixture
 def fast_compiles():
-    """Cheaper XLA compiles for the many small programs of an eager grad-of-grad.
-
-    Also skips the session's persistent cache, which would write every one of them.
-    """
-    flags = {
-        "jax_disable_most_optimizations": True,
-        "jax_enable_compilation_cache": False,
-    }
-    old = {name: jax.config.values[name] for name in flags}
-    for name, value in flags.items():
-        jax.config.update(name, value)
-    yield
-    for name, value in old.items():
-        jax.config.update(name, value)
+    """Cheaper XLA compiles for the many small programs of an eager grad-of-grad."""
+    with quick_compiles():
+        yield
 
 
 def _real_critic(num_layers: int):

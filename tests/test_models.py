@@ -16,7 +16,7 @@ from agan_jax.models.layers import ConvBlock, ConvStack
 from agan_jax.models.singan import Discriminator, SinGANGenerator
 from agan_jax.settings import ModelSpec, Settings
 from agan_jax.state import same_shapes, warm_start
-from tests.conftest import model_spec, tiny_config
+from tests.conftest import model_spec, quick_compiles, tiny_config
 
 SINGAN, AGAN = families.get("singan"), families.get("agan")
 H, W = 20, 24
@@ -26,11 +26,8 @@ PAD = 5  # 5 layers of 3x3 valid convolutions
 @pytest.fixture(autouse=True, scope="module")
 def fast_compiles():
     """Cheaper XLA compiles: these tests run many small one-off programs."""
-    name = "jax_disable_most_optimizations"
-    old = jax.config.values[name]
-    jax.config.update(name, True)
-    yield
-    jax.config.update(name, old)
+    with quick_compiles():
+        yield
 
 
 def _inputs(seed: int = 0, n: int = 1, h: int = H, w: int = W):
