@@ -22,7 +22,6 @@ from agan_jax.state import StageData
 from agan_jax.train.finetune import fine_tune
 from agan_jax.train.loop import noise_amp, stage_key
 from agan_jax.train.updates import make_stage_fns, resolve_rule
-from tests import conftest
 from tests.conftest import (
     model_spec,
     settings_for,
@@ -40,14 +39,6 @@ SPEC = model_spec("consingan", None)
 def _count(tree) -> int:
     """Number of scalars in a parameter tree."""
     return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quick_compiles():
-    """Unoptimised XLA for this module: half the compile time of these tiny runs
-    (the session's tiny ConSinGAN run is trained the same way)."""
-    with conftest.quick_compiles():
-        yield
 
 
 def _params(stage: int) -> dict:
