@@ -35,7 +35,7 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
                for each --stream_counts N on --workdir (default: configs/agan.py:tiny
                trained first): wall time, samples/s, peak RSS (issue 15).
   compile      benchmarks/compile.py: one stage's programs (update, iteration,
-               scan, double-grad penalty) traced, lowered, compiled and called,
+               scan, double-grad penalty, rolled) traced, lowered, compiled and called,
                in this process and under each --compile_flag_set in a child.
 
 Compilation is part of what is measured: unless AGAN_JAX_CACHE is set, this
@@ -200,8 +200,8 @@ _COMPILE_STAGES = flags.DEFINE_list(
 )
 _COMPILE_PROGRAMS = flags.DEFINE_list(
     "compile_programs",
-    ["d_step", "g_step", "iteration", "scan", "iteration_double_grad"],
-    "compile: which programs.",
+    None,
+    "compile: which programs (default: all of benchmarks/compile.py's PROGRAMS).",
 )
 _COMPILE_FLAG_SETS = flags.DEFINE_multi_string(
     "compile_flag_set",
@@ -306,7 +306,7 @@ def suite_compile():
         config,
         overrides,
         [int(s) for s in _COMPILE_STAGES.value],
-        _COMPILE_PROGRAMS.value,
+        _COMPILE_PROGRAMS.value or compile_bench.PROGRAMS,
         _COMPILE_FLAG_SETS.value,
         _log,
     )

@@ -95,7 +95,10 @@ def quick_compiles(children: bool = False):
     cache_dir = "jax_compilation_cache_dir"
     old_flag, old_dir = jax.config.values[QUICK], jax.config.values[cache_dir]
     old_env = {k: os.environ.get(k) for k in ("AGAN_JAX_CACHE", QUICK.upper())}
-    quick_dir = (old_dir or "/tmp/agan_jax_tests_xla") + "_quick"
+    # A block inside another keeps the outer block's directory.
+    quick_dir = (
+        old_dir if old_flag else (old_dir or "/tmp/agan_jax_tests_xla") + "_quick"
+    )
 
     def switch(flag, directory, env):
         jax.clear_caches()

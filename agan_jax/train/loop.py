@@ -146,10 +146,13 @@ class StagePrograms:
     prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, rmse)
     runners: dict  # iterations per call -> compiled runner (runner.make_runner)
     sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
-    compile_s: float
+    # Compile seconds by part: 'setup' (init + prepare), 'runners', 'grid'.
+    compile_parts: dict
     reconstruct: Any = None  # (g_vars 0..s, amps, z_rec) -> image, with `sampler`
-    # Seconds of each part of compile_s: init+prepare, runners, grid programs.
-    compile_parts: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def compile_s(self) -> float:
+        return sum(self.compile_parts.values())
 
 
 def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
@@ -184,16 +187,7 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
     t3 = time.time()
     release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
     parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
-    return StagePrograms(
-        plan.fns,
-        init,
-        prepare,
-        runners,
-        sampler,
-        t3 - t0,
-        reconstruct,
-        {k: round(v, 3) for k, v in parts.items()},
-    )
+    return StagePrograms(plan.fns, init, prepare, runners, sampler, parts, reconstruct)
 
 
 class PlotPolicy:
@@ -412,7 +406,10 @@ def _train_locked(
                     "size": list(sizes[s]),
                     "noise_amp": amp,
                     "compile_s": round(progs.compile_s, 3),
-                    **{f"compile_{k}_s": v for k, v in progs.compile_parts.items()},
+                    **{
+                        f"compile_{k}_s": round(v, 3)
+                        for k, v in progs.compile_parts.items()
+                    },
                     "compile_wait_s": round(wait_s, 3),
                     "train_s": round(train_s, 3),
                     "stage_s": round(time.time() - t0, 3),

@@ -30,13 +30,14 @@ class TrainingDiverged(RuntimeError):
 def resolve_compile_unit(
     unit: str, stage: int | None = None, pixels: int | None = None, min_pixels: int = 0
 ) -> str:
-    """'auto' -> 'update' or 'iteration' for one stage; other units as given.
+    """'auto' -> 'update', 'iteration' or 'rolled' for one stage; other units as
+    given.
 
     Accelerators: 'rolled' (one H200, configs/agan.py:gpu, a scan of 10
     iterations per call: XLA compiled the rolled iteration in 8.1 s at 25x34 and
     11.9 s at 188x250 against 17.6 s and 42.3 s unrolled, at 0.4% and 3.7% more
-    time per iteration; docs/performance.md, "GPU compile time"). CPU: 'update' for stage 0 (`stage` None counts as
-    0), whose compile is waited for, and for stages under `min_pixels` (the
+    time per iteration; docs/performance.md, "GPU compile time"). CPU: 'update'
+    for stage 0 (`stage` None counts as 0), whose compile is waited for, and for stages under `min_pixels` (the
     family's `fuse_min_pixels`); otherwise 'iteration'. Measured on the 2-core CPU
     with LLVM O1 (docs/performance.md, "Compile unit"): a fused iteration runs
     12-17% faster than 6 update calls but compiles 3-4 s longer, which competes
