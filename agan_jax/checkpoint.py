@@ -31,7 +31,9 @@ from agan_jax.settings import Settings, fill_added_fields
 # Config entries that may change between a run and its resumption.
 _RESUMABLE_KEYS = {
     "data.image",
+    "train.group_mode",
     "train.log_every",
+    "train.models_per_call",
     "train.stage_samples",
     "train.steps_per_call",
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,6 +37,9 @@ TV_REDUCTIONS = ("mean", "sum", "pytorch")
 ADDED_FIELDS: dict[str, Any] = {
     "model.warm_start": True,  # issue 12: every earlier run warm-started
     "train.stage0_rec_noise": "fixed",  # issue 11: earlier runs kept one z*
+    "data.fit": "",  # issue 14: earlier runs trained the image as loaded
+    "train.models_per_call": 0,  # issue 14: how a folder groups (not a result)
+    "train.group_mode": "auto",  # issue 14
 }
 
 
@@ -129,6 +133,13 @@ class DataSettings:
     max_size: int
     min_size: int  # resolved: min_size_ratio * max_size when that ratio is set
     min_size_ratio: float  # 0: use min_size as given
+    fit: str  # "": the image as loaded; "HxW": centre-cropped to H:W, resized to HxW
+
+    @property
+    def fit_hw(self) -> tuple[int, int] | None:
+        """(H, W) of `fit`, None when it is off (or malformed: see validate)."""
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", self.fit or "")
+        return (int(m[1]), int(m[2])) if m else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +206,9 @@ class TrainSettings:
     remat: bool  # jax.checkpoint around the generator in training
     log_every: int
     stage_samples: int  # samples in the grid written after each stage
+    # Models per compiled program when a folder trains (train/many.py); 0: auto.
+    models_per_call: int
+    group_mode: str  # "auto", "vmap" or "shared" (train/group.py)
 
     @property
     def compiler_options(self) -> dict | None:
@@ -404,6 +418,20 @@ def _data_problems(p: Problems, d: DataSettings) -> None:
         "a non-empty path to a PNG/JPEG file (e.g. data/colusseum.png)",
     )
     p.int_at_least("data.max_size", d.max_size, 1)
+    if d.fit:
+        p.need(
+            "data.fit",
+            d.fit,
+            lambda v: d.fit_hw is not None and min(d.fit_hw) >= 1,
+            "'' (off) or HxW, e.g. 48x64",
+        )
+        if d.fit_hw is not None and d.max_size is not None:
+            p.need(
+                "data.fit",
+                d.fit,
+                lambda v: max(d.fit_hw) <= d.max_size,
+                f"HxW with both sides <= data.max_size ({d.max_size})",
+            )
     p.probability("data.min_size_ratio", d.min_size_ratio)
     if d.min_size_ratio is None or d.min_size_ratio <= 0:
         p.int_at_least("data.min_size", d.min_size, 1)
@@ -483,6 +511,13 @@ def _train_problems(p: Problems, t: TrainSettings) -> None:
         "an integer >= 0 (0: auto)",
     )
     p.choice("train.compile_unit", t.compile_unit, COMPILE_UNITS)
+    p.need(
+        "train.models_per_call",
+        t.models_per_call,
+        lambda v: v >= 0,
+        "an integer >= 0 (0: auto)",
+    )
+    p.choice("train.group_mode", t.group_mode, ("auto", "vmap", "shared"))
     p.choice("train.update_rule", t.update_rule, UPDATE_RULES + ("auto",))
     p.choice("train.stage0_rec_noise", t.stage0_rec_noise, STAGE0_REC_NOISE)
     p.need(

@@ -39,6 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # > 0: min_size = max(16, round(min_size_ratio * max_size)), computed after
     # command-line overrides (ConSinGAN harmonization/editing: 0.48).
     config.data.min_size_ratio = 0.0
+    # '' trains the image as loaded; 'HxW' centre-crops it to the aspect H:W and
+    # resizes it to HxW (both sides <= max_size): every image of a folder then
+    # has the same stage sizes and trains in one group (launch.train_many).
+    config.data.fit = ""
 
     config.pyramid = ml_collections.ConfigDict()
     config.pyramid.schedule = "geometric"
@@ -85,6 +89,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Compiled calls per iteration: 'auto' (by backend and stage, see
     # train.resolve_compile_unit), 'update' (one per update) or 'iteration'.
     config.train.compile_unit = "auto"
+    # Models per compiled program when a folder trains (launch.train_many): 0 =
+    # auto (train/many.py, by backend); images of the same stage sizes beyond it
+    # train in further groups. A result never depends on it.
+    config.train.models_per_call = 0
+    # How a group runs: 'vmap' (one program over a stacked, sharded model axis),
+    # 'shared' (each model calls the group's compiled single-model programs: bit
+    # for bit a lone run) or 'auto' (shared on CPU, vmap on GPU/TPU; train/group.py).
+    config.train.group_mode = "auto"
     # Penalty parameter gradient: 'jvp' (fast) or 'double_grad' (reference).
     config.train.gp_mode = "jvp"
     # 'singan': official SinGAN's (one noise map per iteration, a fresh

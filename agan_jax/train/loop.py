@@ -34,6 +34,7 @@ from agan_jax.run import Run
 from agan_jax.sampling import make_sampler
 from agan_jax.settings import DataSettings, Settings, config_to_dict
 from agan_jax.state import StageData
+from agan_jax.train.group import Models
 from agan_jax.train.log import drop_records, make_reconstructor, write_stage_images
 from agan_jax.train.metrics import make_writer
 from agan_jax.train.runner import TrainingDiverged, make_runner, run_stage
@@ -46,10 +47,34 @@ def stage_key(seed: int, stage: int) -> jax.Array:
 
 
 def prepare_image(data: DataSettings) -> tuple[np.ndarray, tuple[int, int], str]:
-    """Loads the training image; returns (image, original (h, w), resolved path)."""
+    """Loads the training image; returns (image, original (h, w), resolved path).
+
+    With `data.fit` ('HxW') the image is centre-cropped to the aspect H:W and
+    resized to HxW; the original size is then HxW (the stage sizes follow it).
+    """
     path = image_io.resolve_path(data.image)
-    image = image_io.load_image(path, data.max_size, data.min_size)
-    return image, image_io.file_size(path), path
+    if data.fit_hw is None:
+        image = image_io.load_image(path, data.max_size, data.min_size)
+        return image, image_io.file_size(path), path
+    image = fit_image(image_io.load_image(path), data.fit_hw)
+    if min(data.fit_hw) < data.min_size:
+        raise UserError(
+            f"data.fit={data.fit} has a side below min_size={data.min_size}; give "
+            "a larger --config.data.fit or lower --config.data.min_size"
+        )
+    return image, data.fit_hw, path
+
+
+def fit_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The largest centre crop of aspect h:w, resized to (h, w) (bicubic,
+    antialiased, clipped to [-1, 1])."""
+    ih, iw = image.shape[:2]
+    h, w = hw
+    ch, cw = (ih, round(ih * w / h)) if ih * w <= iw * h else (round(iw * h / w), iw)
+    ch, cw = max(1, min(ch, ih)), max(1, min(cw, iw))
+    top, left = (ih - ch) // 2, (iw - cw) // 2
+    crop = jnp.asarray(image[top : top + ch, left : left + cw])
+    return np.asarray(jnp.clip(pyramid.resize(crop, hw), -1.0, 1.0), np.float32)
 
 
 def noise_amp(ls, rmse) -> float:
@@ -155,16 +180,25 @@ class StagePrograms:
         return sum(self.compile_parts.values())
 
 
-def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
-    """Compiles one stage's programs from abstract shapes (in a worker thread)."""
+def compile_stage(
+    stages: Stages, s: int, plan: StagePlan, models: Models | None = None
+) -> StagePrograms:
+    """Compiles one stage's programs from abstract shapes (in a worker thread).
+
+    `models`: how the loop holds its models (group.Models; default one,
+    unbatched). Training programs run over the model axis; the stage grid's
+    sampler and reconstruction take one model (called once per model).
+    """
     t0 = time.time()
+    models = models or Models.single()
     ts = stages.settings.train
     opts = ts.compiler_options
-    init = plan.fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
-    prepare = plan.fns.prepare.lower(*plan.prepare_args).compile(compiler_options=opts)
+    fns, b = models.fns(plan.fns), models.abstract
+    init = fns.init_state.lower(*b(plan.init_args)).compile(compiler_options=opts)
+    prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
     t1 = time.time()
     runners = make_runner(
-        plan.fns, ts, plan.state, plan.data, s, stages.family.fuse_min_pixels
+        fns, ts, b(plan.state), b(plan.data), s, stages.family.fuse_min_pixels
     )
     t2 = time.time()
     sampler = reconstruct = None
@@ -187,7 +221,7 @@ def compile_stage(stages: Stages, s: int, plan: StagePlan) -> StagePrograms:
     t3 = time.time()
     release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
     parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
-    return StagePrograms(plan.fns, init, prepare, runners, sampler, parts, reconstruct)
+    return StagePrograms(fns, init, prepare, runners, sampler, parts, reconstruct)
 
 
 class PlotPolicy:
@@ -267,14 +301,32 @@ def diverged_advice(e, settings: Settings, workdir: str, saved: int) -> str:
     )
 
 
-def train_settings(
+@dataclasses.dataclass
+class Member:
+    """One run of a stage loop: its image, directory and settings (a group's
+    members share every setting but the image)."""
+
+    name: str
+    settings: Settings
+    image: np.ndarray
+    sizes: list[tuple[int, int]]
+    meta: dict
+    store: checkpoint.RunStore
+
+    @property
+    def workdir(self) -> str:
+        return self.store.workdir
+
+
+def prepare_member(
     settings: Settings,
     config: dict,
     workdir: str,
     stop_after: int | None = None,
-    progress: bool = True,
-) -> Run | None:
-    """`train` from read settings (`config`: the same as a dict, for run.json)."""
+    name: str = "",
+) -> tuple[Member, int]:
+    """Checks one run's settings, image and directory before any work; returns
+    (member, last stage to train). UserError on bad input."""
     settings.validate(checks=families.settings_problems)  # before any work
     family = families.of(settings.model)
     resolve_rule(family, settings.model, settings.train)  # refuse before any work
@@ -293,51 +345,102 @@ def train_settings(
         )
     last = num_stages - 1 if stop_after is None else min(stop_after, num_stages - 1)
     meta = checkpoint.run_metadata(settings, run_config(config), sizes, image)
-    # A run whose wanted stages are saved is only read: no lock, nothing written.
-    if store.check_metadata(meta) and store.saved_stage_count() > last:
-        plots_path = os.path.join(store.workdir, plots.LOSSES_PNG)
-        if not os.path.exists(plots_path) and os.access(store.workdir, os.W_OK):
-            PlotPolicy(store.workdir).draw(force=True)
-        store.close()
+    return Member(name, settings, image, sizes, meta, store), last
+
+
+def trained_already(member: Member, last: int) -> bool:
+    """Whether every wanted stage is saved (such a run is only read: no lock,
+    nothing written but a missing losses plot)."""
+    store = member.store
+    if not (store.check_metadata(member.meta) and store.saved_stage_count() > last):
+        return False
+    plots_path = os.path.join(store.workdir, plots.LOSSES_PNG)
+    if not os.path.exists(plots_path) and os.access(store.workdir, os.W_OK):
+        PlotPolicy(store.workdir).draw(force=True)
+    store.close()
+    return True
+
+
+def train_settings(
+    settings: Settings,
+    config: dict,
+    workdir: str,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> Run | None:
+    """`train` from read settings (`config`: the same as a dict, for run.json)."""
+    member, last = prepare_member(settings, config, workdir, stop_after)
+    if trained_already(member, last):
         return checkpoint.load_run(workdir)
     with run_lock.RunLock(workdir, "training"):
-        return _train_locked(
-            settings, config, store, family, image, sizes, meta, last, progress
-        )
+        trained = train_members([member], last, progress)
+    return checkpoint.load_run(workdir) if trained else None
 
 
-def _train_locked(
-    settings, config, store, family, image, sizes, meta, last, progress
-) -> Run | None:
-    """The stage loop of `train_settings`, run while holding the workdir's lock."""
-    del config
-    workdir = store.workdir
-    ts, seed = settings.train, settings.seed
+def train_members(
+    members: list[Member],
+    last: int,
+    progress: bool = True,
+    models: Models | None = None,
+) -> bool:
+    """The stage loop, run while holding each member's lock: trains stages
+    first..last of every member, `first` their (common) count of saved stages.
+
+    One member trains unbatched; a group (`models`, group.Models) trains all as
+    one compiled program per stage, each member saved and logged as its own run.
+    Returns whether any stage is saved.
+    """
+    models = models or Models.single()
+    lead = members[0]
+    settings, sizes, family = (
+        lead.settings,
+        lead.sizes,
+        families.of(lead.settings.model),
+    )
+    ts, seed, spec = settings.train, settings.seed, settings.model
     stages = Stages(family, settings, sizes)
     num_stages = len(sizes)
-    store.check_or_write_metadata(meta, image)
-    reals = pyramid.build(jnp.asarray(image), sizes)
-
-    done = store.finished_stages(num_stages)
-    run = store.load_run(upto=len(done)) if done else None
-    g_list = list(run.g_vars) if run else []
-    amps = [float(a) for a in run.noise_amps] if run else []
-    z_rec = jnp.asarray(run.z_rec) if run else None
-    prev_d = store.load_d_vars(len(done) - 1) if done else None
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    first = saved = len(done)
+    done = None
+    for m in members:
+        m.store.check_or_write_metadata(m.meta, m.image)
+        finished = m.store.finished_stages(num_stages)
+        if done is not None and len(finished) != done:
+            raise ValueError("a group's members must have the same stages saved")
+        done = len(finished)
+    reals = [pyramid.build(jnp.asarray(m.image), sizes) for m in members]
+    runs = [m.store.load_run(upto=done) for m in members] if done else None
+    g_list = [models.stack([r.g_vars[s] for r in runs]) for s in range(done)]
+    amps = [[float(a) for a in r.noise_amps] for r in runs or []] or [
+        [] for _ in members
+    ]
+    z_rec = models.stack([jnp.asarray(r.z_rec) for r in runs]) if runs else None
+    prev_d = (
+        models.stack([m.store.load_d_vars(done - 1) for m in members]) if done else None
+    )
+    paths = [os.path.join(m.workdir, "metrics.jsonl") for m in members]
+    first = saved = done
     # Records of the stages trained again (a killed attempt's) would appear twice.
-    drop_records(metrics_path, first)
+    for path in paths:
+        drop_records(path, first)
     t_run = time.time()
+    one = functools.partial(models.take, i=0)
     prev_g = g_list[-1] if g_list else None
-    plan = plan_stages(stages, first, last, prev_g, prev_d, g_list, z_rec)
-    writer = make_writer(workdir, settings.log)
-    plotter = PlotPolicy(workdir)
+    plan = plan_stages(
+        stages,
+        first,
+        last,
+        one(prev_g),
+        one(prev_d),
+        [one(g) for g in g_list],
+        one(z_rec),
+    )
+    writers = [make_writer(m.workdir, settings.log) for m in members]
+    plotters = [PlotPolicy(m.workdir) for m in members]
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
     interrupted = False
     try:
         futures = {
-            s: pool.submit(compile_stage, stages, s, plan[s])
+            s: pool.submit(compile_stage, stages, s, plan[s], models)
             for s in range(first, last + 1)
         }
         for s in range(first, last + 1):
@@ -346,103 +449,146 @@ def _train_locked(
             progs = futures.pop(s).result()
             wait_s = time.time() - t0
             prev_g = g_list[-1] if g_list else None
-            state = progs.init(stage_key(seed, s), prev_g, prev_d)
+            key = models.repeat(stage_key(seed, s))
+            state = models.call(progs.init, key, prev_g, prev_d)
             if z_rec is None:
-                z_rec = family.stage0_rec(
-                    settings.model, seed, sizes, state.g_vars, reals[0]
+                z_rec = models.stack(
+                    [
+                        family.stage0_rec(spec, seed, sizes, g, r[0])
+                        for g, r in zip(
+                            models.split(models.field(state, "g_vars")),
+                            reals,
+                            strict=True,
+                        )
+                    ]
                 )
-            lower_amps = jnp.asarray(amps, jnp.float32).reshape(s)
-            rec_inputs, rmse = progs.prepare(
-                state.g_vars, tuple(g_list), lower_amps, z_rec, reals[s]
+            real = models.stack([r[s] for r in reals])
+            lower = models.stack(
+                [tuple(models.take(g, i) for g in g_list) for i in range(models.count)]
             )
-            amp = noise_amp(settings.loss, rmse)
-            data = StageData(
-                real=reals[s],
-                amps=jnp.asarray([*amps, amp], jnp.float32),
-                rec_inputs=rec_inputs,
-                lower_vars=tuple(g_list),
-                source=reals[0],
+            lower_amps = models.stack(
+                [jnp.asarray(a, jnp.float32).reshape(s) for a in amps]
+            )
+            rec_inputs, rmse = models.call(
+                progs.prepare,
+                models.field(state, "g_vars"),
+                lower,
+                lower_amps,
+                z_rec,
+                real,
+            )
+            new = [
+                noise_amp(settings.loss, None if rmse is None else models.take(rmse, i))
+                for i in range(models.count)
+            ]
+            data = models.stack(
+                [
+                    StageData(
+                        real=reals[i][s],
+                        amps=jnp.asarray([*amps[i], new[i]], jnp.float32),
+                        rec_inputs=models.take(rec_inputs, i),
+                        lower_vars=models.take(lower, i),
+                        source=reals[i][0],
+                    )
+                    for i in range(models.count)
+                ]
             )
             try:
                 state, train_s = run_stage(
                     state,
                     data,
-                    progs.runners,
+                    {n: models.runner(r) for n, r in progs.runners.items()},
                     ts,
                     s,
                     num_stages,
                     sizes[s],
-                    metrics_path,
+                    paths[0],
                     progress,
-                    writer=writer,
-                    noise_amp=amp,
+                    writer=writers if models.batched else writers[0],
+                    noise_amp=new if models.batched else new[0],
                     lambda_gp=settings.loss.lambda_gp,
+                    names=[m.name for m in members] if models.batched else None,
                 )
             except TrainingDiverged as e:
                 raise TrainingDiverged(
-                    diverged_advice(e, settings, workdir, saved), e.stage, e.iteration
+                    diverged_advice(e, settings, lead.workdir, saved),
+                    e.stage,
+                    e.iteration,
                 ) from None
-            if plan[s].fns.rec_draw is not None:
+            if progs.fns.rec_draw is not None:
                 # 'redraw' (official SinGAN): the last iteration's map is z*; the
                 # (lower, noise) inputs of the families that train with 'singan'.
-                z_rec = plan[s].fns.rec_draw(state.key, ts.iters - 1)[1]
-            g_list.append(state.g_vars)
-            amps.append(amp)
-            prev_d = state.d_vars
-            try:
-                store.save_stage(s, state, z_rec, amp, sizes[s])
-            except OSError as e:
-                raise UserError(
-                    f"could not save stage {s} to {store.ckpt_dir} "
-                    f"({e.strerror or e}); {checkpoint.saved_phrase(saved)} and "
-                    "intact. Free space on that disk (or fix its permissions) and "
-                    f"re-run the same command to resume at stage {s}"
-                ) from e
+                draw = functools.partial(progs.fns.rec_draw, i=ts.iters - 1)
+                z_rec = models.call(draw, models.field(state, "key"))[1]
+            g_list.append(models.field(state, "g_vars"))
+            for a, n in zip(amps, new, strict=True):
+                a.append(n)
+            prev_d = models.field(state, "d_vars")
+            for i, m in enumerate(members):
+                try:
+                    m.store.save_stage(
+                        s,
+                        models.take(state, i),
+                        models.take(z_rec, i),
+                        new[i],
+                        sizes[s],
+                    )
+                except OSError as e:
+                    raise UserError(
+                        f"could not save stage {s} to {m.store.ckpt_dir} "
+                        f"({e.strerror or e}); {checkpoint.saved_phrase(saved)} and "
+                        "intact. Free space on that disk (or fix its permissions) and "
+                        f"re-run the same command to resume at stage {s}"
+                    ) from e
             saved = s + 1
-            writer.record(
-                {
-                    "event": "stage_done",
-                    "stage": s,
-                    "size": list(sizes[s]),
-                    "noise_amp": amp,
-                    "compile_s": round(progs.compile_s, 3),
-                    **{
-                        f"compile_{k}_s": round(v, 3)
-                        for k, v in progs.compile_parts.items()
-                    },
-                    "compile_wait_s": round(wait_s, 3),
-                    "train_s": round(train_s, 3),
-                    "stage_s": round(time.time() - t0, 3),
-                    "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+            record = {
+                "event": "stage_done",
+                "stage": s,
+                "size": list(sizes[s]),
+                "compile_s": round(progs.compile_s, 3),
+                **{
+                    f"compile_{k}_s": round(v, 3)
+                    for k, v in progs.compile_parts.items()
                 },
-            )
-            if progs.sampler is not None:
-                amps_now = jnp.asarray(amps, jnp.float32)
-                write_stage_images(
-                    progs.sampler,
-                    ts.stage_samples,
-                    seed,
-                    g_list,
-                    amps,
-                    workdir,
-                    s,
-                    reals[s],
-                    writer=writer,
-                    reconstruction=progs.reconstruct(tuple(g_list), amps_now, z_rec),
-                    step=ts.iters,
+                "compile_wait_s": round(wait_s, 3),
+                "train_s": round(train_s, 3),
+                "stage_s": round(time.time() - t0, 3),
+                "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
+            }
+            if models.batched:
+                record["models"] = models.count
+            for i, (m, writer) in enumerate(zip(members, writers, strict=True)):
+                writer.record({**record, "noise_amp": new[i]})
+                if progs.sampler is not None:
+                    g_i = [models.take(g, i) for g in g_list]
+                    amps_now = jnp.asarray(amps[i], jnp.float32)
+                    z_i = models.take(z_rec, i)
+                    write_stage_images(
+                        progs.sampler,
+                        ts.stage_samples,
+                        seed,
+                        g_i,
+                        amps[i],
+                        m.workdir,
+                        s,
+                        reals[i][s],
+                        writer=writer,
+                        reconstruction=progs.reconstruct(tuple(g_i), amps_now, z_i),
+                        step=ts.iters,
+                    )
+                writer.flush()
+                if s < last:
+                    plotters[i].draw()
+        for m, writer in zip(members, writers, strict=True):
+            m.store.close()
+            if last >= first:
+                writer.record(
+                    {
+                        "event": "run_done",
+                        "stages": len(g_list),
+                        "seconds": round(time.time() - t_run, 3),
+                    }
                 )
-            writer.flush()
-            if s < last:
-                plotter.draw()
-        store.close()
-        if last >= first:
-            writer.record(
-                {
-                    "event": "run_done",
-                    "stages": len(g_list),
-                    "seconds": round(time.time() - t_run, 3),
-                }
-            )
     except KeyboardInterrupt:
         interrupted = True
         raise TrainingInterrupted(
@@ -451,7 +597,8 @@ def _train_locked(
         ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        writer.close()
-        if not interrupted and (last >= first or not os.path.exists(plotter.path)):
-            plotter.draw(force=True)
-    return checkpoint.load_run(workdir) if g_list else None
+        for writer, plotter in zip(writers, plotters, strict=True):
+            writer.close()
+            if not interrupted and (last >= first or not os.path.exists(plotter.path)):
+                plotter.draw(force=True)
+    return bool(g_list)

@@ -93,7 +93,7 @@ def make_runner(
     instead of the settings' own (benchmarks of other options).
     """
     opts = ts.compiler_options if options is None else options
-    h, w = data.real.shape[:2]
+    h, w = data.real.shape[-3:-1]  # (models,) h, w, 3
     unit = resolve_compile_unit(ts.compile_unit, stage, h * w, min_pixels)
     if unit == "update":
         d_fn, g_fn = (
@@ -148,9 +148,10 @@ def run_stage(
     metrics_path: str,
     progress: bool,
     *,
-    writer: MetricWriter | None = None,
-    noise_amp: float | None = None,
+    writer: MetricWriter | list[MetricWriter] | None = None,
+    noise_amp: float | list[float] | None = None,
     lambda_gp: float | None = None,
+    names: list[str] | None = None,
 ) -> tuple[Any, float]:
     """Runs one stage's iterations with compiled runners; returns (state, seconds).
 
@@ -160,12 +161,21 @@ def run_stage(
     (when `lambda_gp` is given), the learning rates, `noise_amp` (when given) and
     `s_per_iter`, the wall seconds per iteration between two fetches, to `writer`
     (default: metrics.jsonl at `metrics_path`).
+
+    A group of models (train/group.py) gives `names` (one per model): its
+    metrics carry the model axis last, `writer` and `noise_amp` are lists with
+    one entry per name, and a non-finite loss names the model.
     """
-    writer = writer if writer is not None else JsonlWriter(metrics_path)
+    if names is None:
+        writers = [writer if writer is not None else JsonlWriter(metrics_path)]
+        amps = [noise_amp]
+    else:
+        writers, amps = list(writer), list(noise_amp)
     k = max(runners)
+    group = "" if names is None else f" x{len(names)}"
     bar = tqdm(
         total=ts.iters,
-        desc=f"stage {stage}/{num_stages - 1} {hw[0]}x{hw[1]}",
+        desc=f"stage {stage}/{num_stages - 1} {hw[0]}x{hw[1]}{group}",
         disable=not progress,
         leave=True,
     )
@@ -174,28 +184,38 @@ def run_stage(
     t1 = time.time()
     fetched = [0, t1]  # iterations done and wall time at the last fetch
 
+    def last(v, i: int) -> float:
+        """Model i's value of the last iteration fetched (v: (k,) (models,))."""
+        v = np.asarray(v)
+        return (v.reshape(-1) if names is None else v.reshape(-1, v.shape[-1])[:, i])[
+            -1
+        ].item()
+
     def flush():
         values = jax.device_get(pending)
         now = time.time()
         s_per_iter = (now - fetched[1]) / max(1, pending[-1][0] - fetched[0])
         fetched[:] = [pending[-1][0], now]
-        extra: dict[str, float] = {} if noise_amp is None else {"noise_amp": noise_amp}
-        extra["s_per_iter"] = round(s_per_iter, 6)
-        for it, m in values:
-            m = {key: np.asarray(v).reshape(-1)[-1].item() for key, v in m.items()}
-            if not all(math.isfinite(v) for v in m.values()):
-                bad = ", ".join(f"{key}={v}" for key, v in m.items())
-                raise TrainingDiverged(
-                    f"non-finite loss at stage {stage}, iteration {it}: {bad}",
-                    stage,
-                    it,
-                )
-            if lambda_gp is not None and "d_loss" in m and "gp" in m:
-                m["d_wgan"] = m["d_loss"] - lambda_gp * m["gp"]
-            writer.scalars(stage, it, {**m, **learning_rates(ts, it), **extra})
-            bar.set_postfix(
-                d=f"{m['d_loss']:.3f}", rec=f"{m['rec']:.4f}", refresh=False
-            )
+        for it, metrics in values:
+            for i, (w, amp) in enumerate(zip(writers, amps, strict=True)):
+                m = {key: last(v, i) for key, v in metrics.items()}
+                if not all(math.isfinite(v) for v in m.values()):
+                    bad = ", ".join(f"{key}={v}" for key, v in m.items())
+                    who = "" if names is None else f" of {names[i]}"
+                    raise TrainingDiverged(
+                        f"non-finite loss{who} at stage {stage}, iteration {it}: {bad}",
+                        stage,
+                        it,
+                    )
+                if lambda_gp is not None and "d_loss" in m and "gp" in m:
+                    m["d_wgan"] = m["d_loss"] - lambda_gp * m["gp"]
+                extra = {} if amp is None else {"noise_amp": amp}
+                extra["s_per_iter"] = round(s_per_iter, 6)
+                w.scalars(stage, it, {**m, **learning_rates(ts, it), **extra})
+                if i == 0:
+                    bar.set_postfix(
+                        d=f"{m['d_loss']:.3f}", rec=f"{m['rec']:.4f}", refresh=False
+                    )
         pending.clear()
 
     while done < ts.iters:

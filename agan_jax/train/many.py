@@ -1,0 +1,236 @@
+"""Many images at once: a folder trained as groups of models.
+
+Every image gets an ordinary run directory (WORKDIR/<image stem>/) that
+sampling, evaluation and the applications read as any run. Images whose runs
+have the same stage sizes and the same stages saved form a group; a group trains
+as one compiled program per stage over a stacked model axis (train/group.py),
+at most `train.models_per_call` models per program. A group of one trains as
+`launch.train` does (unbatched). Model i of a group equals its image trained
+alone with the same seed. `data.fit` ('HxW') gives every image one size, so a
+whole folder is one group.
+
+Re-running the same command resumes every image at its first unfinished stage
+and skips finished ones. An image that cannot be trained (unreadable, too small,
+a run of other settings in its directory, locked) is reported by name and
+skipped; the rest train. WORKDIR/summary.json lists every image with its status.
+With several processes (jax.distributed), each takes every P-th image (by
+sorted name) and writes only those runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import time
+from collections import defaultdict
+
+import jax
+from tqdm.auto import tqdm
+
+from agan_jax import lock as run_lock
+from agan_jax.errors import UserError
+from agan_jax.models import families
+from agan_jax.settings import config_to_dict
+from agan_jax.train.group import Models, model_mesh
+from agan_jax.train.loop import (
+    Member,
+    prepare_member,
+    train_members,
+    trained_already,
+)
+from agan_jax.train.runner import TrainingDiverged
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+SUMMARY = "summary.json"
+
+
+def default_models_per_call() -> int:
+    """Models per compiled program when `train.models_per_call` is 0 (auto).
+
+    CPU: 4 (python -m launch.bench --suite=many, docs/performance.md); an
+    accelerator: 64, where one 64-250 px stage leaves most of the device idle.
+    """
+    return 4 if jax.default_backend() == "cpu" else 64
+
+
+def find_images(images: str) -> list[str]:
+    """The image files of a folder (by suffix), a glob pattern, or a
+    comma-separated list of files, sorted; UserError when there is none."""
+    if os.path.isdir(images):
+        paths = [
+            os.path.join(images, f)
+            for f in os.listdir(images)
+            if f.lower().endswith(IMAGE_SUFFIXES)
+            and os.path.isfile(os.path.join(images, f))
+        ]
+    elif "," in images:
+        paths = [p.strip() for p in images.split(",") if p.strip()]
+    else:
+        paths = [p for p in glob.glob(images) if os.path.isfile(p)]
+    if not paths:
+        raise UserError(
+            f"--images={images} names no image file (a folder of "
+            f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files, a glob such as "
+            "'photos/*.jpg', or a comma-separated list)"
+        )
+    return sorted(paths)
+
+
+def run_names(paths: list[str]) -> list[str]:
+    """One run directory name per image: its stem, or (when stems collide) its
+    file name with '.' as '_'; distinct names in order."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    names = []
+    for p, stem in zip(paths, stems, strict=True):
+        name = stem if stems.count(stem) == 1 else os.path.basename(p).replace(".", "_")
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names
+
+
+@dataclasses.dataclass
+class Entry:
+    """One image of the folder and what became of it."""
+
+    name: str
+    image: str
+    status: str = "pending"  # trained, done (already), skipped, failed, other_process
+    reason: str = ""
+    stages: int = 0
+
+    def row(self) -> dict:
+        out = {"image": self.image, "status": self.status, "stages": self.stages}
+        return {**out, "reason": self.reason} if self.reason else out
+
+
+def write_summary(workdir: str, entries: list[Entry], seconds: float) -> str:
+    """WORKDIR/summary.json: every image's status (atomically)."""
+    path = os.path.join(workdir, SUMMARY)
+    counts: dict[str, int] = defaultdict(int)
+    for e in entries:
+        counts[e.status] += 1
+    data = {
+        "counts": dict(counts),
+        "seconds": round(seconds, 3),
+        "runs": {e.name: e.row() for e in entries},
+    }
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + f".tmp{jax.process_index()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def group_key(member: Member, last: int) -> str:
+    """Members that can share compiled programs: same settings but the image,
+    same stage sizes, same stages saved and wanted."""
+    config = dict(member.meta["config"])
+    config["data"] = {k: v for k, v in config["data"].items() if k != "image"}
+    config["train"] = {
+        k: v
+        for k, v in config["train"].items()
+        if k not in ("models_per_call", "group_mode")
+    }
+    saved = member.store.saved_stage_count()
+    return json.dumps([config, member.sizes, saved, last], sort_keys=True)
+
+
+def chunks(items: list, n: int) -> list[list]:
+    """`items` in consecutive pieces of at most n, as even as possible."""
+    k = -(-len(items) // n)
+    size = -(-len(items) // k) if k else 0
+    return [items[i : i + size] for i in range(0, len(items), size)] if k else []
+
+
+def train_many(
+    config,
+    images: str,
+    workdir: str,
+    *,
+    stop_after: int | None = None,
+    progress: bool = True,
+    devices=None,
+    log=print,
+) -> list[Entry]:
+    """Trains one run per image of `images` in WORKDIR/<name>/; returns the
+    entries (also in WORKDIR/summary.json).
+
+    `devices`: the devices a group's model axis is sharded over (default this
+    process's). UserError when the folder has no usable image.
+    """
+    t0 = time.time()
+    paths = find_images(images)
+    entries = [Entry(n, p) for n, p in zip(run_names(paths), paths, strict=True)]
+    rank, ranks = jax.process_index(), jax.process_count()
+    mine = [e for i, e in enumerate(entries) if i % ranks == rank]
+    for i, e in enumerate(entries):
+        if i % ranks != rank:
+            e.status = "other_process"
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir {workdir} is a file; pass a directory")
+    groups: dict[str, list[Member]] = defaultdict(list)
+    lasts: dict[str, int] = {}
+    by_name = {e.name: e for e in entries}
+    with contextlib.ExitStack() as held:
+        for e in mine:
+            cfg = config.copy_and_resolve_references()
+            with cfg.unlocked():
+                cfg.data.image = e.image
+            try:
+                settings = families.settings_from_config(cfg)
+                member, last = prepare_member(
+                    settings,
+                    config_to_dict(cfg),
+                    os.path.join(workdir, e.name),
+                    stop_after,
+                    e.name,
+                )
+                if trained_already(member, last):
+                    e.status, e.stages = "done", member.store.saved_stage_count()
+                    continue
+                held.enter_context(run_lock.RunLock(member.workdir, "training"))
+                key = group_key(member, last)
+            except UserError as err:
+                e.status, e.reason = "skipped", str(err)
+                log(f"skipped {e.image}: {err}")
+                continue
+            groups[key].append(member)
+            lasts[key] = last
+        if not any(e.status in ("pending", "done") for e in mine):
+            write_summary(workdir, entries, time.time() - t0)
+            raise UserError(
+                f"no usable image in --images={images} (see "
+                f"{os.path.join(workdir, SUMMARY)}); fix or remove the images named "
+                "above"
+            )
+        mesh = model_mesh(devices)
+        for key, members in groups.items():
+            per_call = (
+                members[0].settings.train.models_per_call or default_models_per_call()
+            )
+            for part in chunks(members, per_call):
+                names = ", ".join(m.name for m in part)
+                mode = part[0].settings.train.group_mode
+                models = Models.group(len(part), mode, mesh) if len(part) > 1 else None
+                if progress and len(part) > 1:
+                    tqdm.write(f"group of {len(part)}: {names}")
+                try:
+                    train_members(part, lasts[key], progress, models)
+                except (UserError, TrainingDiverged) as err:
+                    for m in part:
+                        by_name[m.name].status = "failed"
+                        by_name[m.name].reason = str(err)
+                    log(f"failed {names}: {err}")
+                    continue
+                for m in part:
+                    e = by_name[m.name]
+                    e.status, e.stages = "trained", lasts[key] + 1
+                    log(f"trained {m.name} ({m.workdir})")
+                write_summary(workdir, entries, time.time() - t0)
+    write_summary(workdir, entries, time.time() - t0)
+    return entries
