@@ -245,7 +245,9 @@ class RunStore:
         return steps
 
     def save_stage(self, stage: int, state, z_rec, noise_amp: float, size) -> None:
-        """Saves one finished stage (blocking)."""
+        """Saves one finished stage (blocking), as host arrays: a checkpoint
+        records no device topology, so a run saved on one machine (or from a
+        group sharded over several devices) loads on any other."""
         gen = {
             "g_vars": state.g_vars,
             "z_rec": z_rec,
@@ -258,6 +260,7 @@ class RunStore:
             "key": jax.random.key_data(state.key),
             "step": state.step,
         }
+        gen, train = jax.device_get((gen, train))
         info = {
             "stage": stage,
             "size": [int(size[0]), int(size[1])],

@@ -138,17 +138,29 @@ class Models:
         """A stage's functions over the model axis (vmap'd in 'vmap' mode)."""
         if self.mode != "vmap":
             return fns
-        v = jax.vmap
+        sharding = self.sharding
+
+        def v(f, jit=False):
+            """vmap'd f whose outputs stay sharded over the model axis."""
+            batched = jax.vmap(f)
+
+            def g(*args):
+                out = batched(*args)
+                if sharding is None:
+                    return out
+                return jax.lax.with_sharding_constraint(out, sharding)
+
+            return jax.jit(g) if jit else g
 
         def rec_draw(key, i):
             return v(lambda k: fns.rec_draw(k, i))(key)
 
         return fns._replace(
-            init_state=jax.jit(v(fns.init_state)),
+            init_state=v(fns.init_state, jit=True),
             iteration=v(fns.iteration),
             d_step=v(fns.d_step),
             g_step=v(fns.g_step),
-            prepare=jax.jit(v(fns.prepare)),
+            prepare=v(fns.prepare, jit=True),
             rec_draw=None if fns.rec_draw is None else jax.jit(rec_draw),
             rolled=None if fns.rolled is None else v(fns.rolled),
         )
