@@ -190,7 +190,7 @@ def compile_stage(
     sampler and reconstruction take one model (called once per model).
     """
     t0 = time.time()
-    models = models or Models.single()
+    models = models or Models()
     ts = stages.settings.train
     opts = ts.compiler_options
     fns, b = models.fns(plan.fns), models.abstract
@@ -390,7 +390,7 @@ def train_members(
     one compiled program per stage, each member saved and logged as its own run.
     Returns whether any stage is saved.
     """
-    models = models or Models.single()
+    models = models or Models()
     lead = members[0]
     settings, sizes, family = (
         lead.settings,

@@ -108,22 +108,38 @@ class Entry:
 
 
 def write_summary(workdir: str, entries: list[Entry], seconds: float) -> str:
-    """WORKDIR/summary.json: every image's status (atomically)."""
-    path = os.path.join(workdir, SUMMARY)
-    counts: dict[str, int] = defaultdict(int)
-    for e in entries:
-        counts[e.status] += 1
-    data = {
-        "counts": dict(counts),
-        "seconds": round(seconds, 3),
-        "runs": {e.name: e.row() for e in entries},
-    }
+    """WORKDIR/summary.json: every image's status (atomically).
+
+    Several processes: each also writes its own entries to summary.p<rank>.json
+    and merges every process's file into summary.json, so the last process to
+    finish leaves the whole folder's statuses.
+    """
     os.makedirs(workdir, exist_ok=True)
-    tmp = path + f".tmp{jax.process_index()}"
+    rows = {e.name: e.row() for e in entries}
+    rank = jax.process_index()
+    if jax.process_count() > 1:
+        own = {e.name: e.row() for e in entries if e.status != "other_process"}
+        _write_json(os.path.join(workdir, f"summary.p{rank}.json"), own)
+        for other in sorted(glob.glob(os.path.join(workdir, "summary.p*.json"))):
+            try:
+                with open(other) as f:
+                    rows.update(json.load(f))
+            except (OSError, json.JSONDecodeError):
+                continue  # being written: its process merges it when it ends
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows.values():
+        counts[row["status"]] += 1
+    data = {"counts": dict(counts), "seconds": round(seconds, 3), "runs": rows}
+    path = os.path.join(workdir, SUMMARY)
+    _write_json(path, data)
+    return path
+
+
+def _write_json(path: str, data) -> None:
+    tmp = f"{path}.tmp{jax.process_index()}"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
-    return path
 
 
 def group_key(member: Member, last: int) -> str:
