@@ -11,6 +11,7 @@
   python -m launch.bench --suite=gpu --gpu_iters=200 --gpu_budget_s=330  # one H100 loan
   python -m launch.bench --suite=gpu --gpu_sizes=tiny # the same on CPU, tiny sizes
   python -m launch.bench --suite=sampling_stream --stream_counts=1000,10000,100000
+  python -m launch.bench --suite=many --many_k=1,2,4   # folder throughput
   python -m launch.bench --suite=compile --compile_config=configs/agan.py:gpu \\
       --compile_flag_set=--xla_gpu_autotune_level=0   # one stage's compile, by program
 
@@ -63,6 +64,7 @@ SUITES = (
     "gpu",
     "sampling_stream",
     "compile",
+    "many",
 )
 
 _SUITE = flags.DEFINE_enum("suite", "train", SUITES, "What to measure.")
@@ -84,6 +86,24 @@ _STREAM_COUNTS = flags.DEFINE_list(
     "stream_counts",
     ["1000", "10000", "100000"],
     "sampling_stream: numbers of samples, one launch.sample process each.",
+)
+_MANY_CONFIG = flags.DEFINE_string(
+    "many_config", "configs/agan.py", "many: the config every image trains with."
+)
+_MANY_K = flags.DEFINE_list("many_k", ["1", "2", "4"], "many: group sizes K.")
+_MANY_FIT = flags.DEFINE_string(
+    "many_fit", "48x64", "many: data.fit of every image (one group)."
+)
+_MANY_ITERS = flags.DEFINE_integer(
+    "many_iters", None, "many: iterations per stage (default: the config's)."
+)
+_MANY_IMAGES = flags.DEFINE_string(
+    "many_images",
+    None,
+    "many: a folder of images (default: variants of data/colusseum.png).",
+)
+_MANY_FLAGS = flags.DEFINE_multi_string(
+    "many_flag", [], "many: a further flag of both launchers, repeatable."
 )
 _JSON = flags.DEFINE_string("json", None, "Also write the raw results to this file.")
 _MICRO_SIZES = flags.DEFINE_enum(
@@ -312,6 +332,20 @@ def suite_compile():
     )
 
 
+def suite_many():
+    from benchmarks import many
+
+    return many.suite(
+        _MANY_CONFIG.value,
+        [int(k) for k in _MANY_K.value],
+        _MANY_FIT.value,
+        _MANY_ITERS.value,
+        _MANY_IMAGES.value,
+        _log,
+        _MANY_FLAGS.value,
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
     suite = {
@@ -323,6 +357,7 @@ def main(argv: list[str]) -> None:
         "gpu": suite_gpu,
         "sampling_stream": suite_sampling_stream,
         "compile": suite_compile,
+        "many": suite_many,
     }[_SUITE.value]
     text, result = suite()
     print(text, flush=True)
