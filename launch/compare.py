@@ -24,6 +24,15 @@ the table's `run` column names it):
   no-warm       every stage from fresh weights (model.warm_start=False)
   geometric, cos, quad, circ   the pyramid schedule (pyramid.schedule)
 e.g. --methods=singan,agan3,agan3-no-tv,agan3-no-attention,singan-circ,agan3-no-warm
+
+A folder (Table 1 over images): --images=DIR (a glob or a comma list too) trains
+every method over the folder with the grouped trainer (launch.train_many: runs in
+OUT/<method>/<image>/), evaluates each image's runs together in
+OUT/images/<image>/ (evaluation.json, table.md, contact_sheet.png) and writes per
+method the mean ± std over images of patch SWD, diversity, SSIM, RMSE (and SIFID
+with weights) to OUT/summary.md and OUT/summary.json:
+  python -m launch.compare --images=../shared/images --size=cpu --out=runs/table1 \
+      --methods=singan,agan1,agan2,agan3,consingan
 """
 
 from __future__ import annotations
@@ -61,6 +70,9 @@ MODIFIERS: dict[str, tuple[str, str]] = {
 WARM_START_KINDS = ("singan", "agan")
 
 _IMAGE = flags.DEFINE_string("image", None, "The training image.")
+_IMAGES = flags.DEFINE_string(
+    "images", None, "Instead of --image: a folder (glob, comma list) of images."
+)
 _SIZE = flags.DEFINE_enum("size", "cpu", list(SIZES), "Config size variant.")
 _OUT = flags.DEFINE_string("out", None, "Output folder: OUT/<method> runs + tables.")
 _METHODS = flags.DEFINE_list(
@@ -213,17 +225,143 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+# Columns of the folder summary: (header, evaluation row key).
+SUMMARY_COLUMNS = (
+    ("SWD ↓", "swd"),
+    ("diversity", "diversity"),
+    ("SSIM", "ssim"),
+    ("RMSE", "rmse"),
+    ("SIFID ↓", "sifid"),
+)
+
+
+def summary_rows(per_image: dict[str, dict[str, dict]], methods: list[str]):
+    """Per method: {key: (mean, std, n)} over images of each summary column (a
+    SIFID row's own mean counts as the image's value)."""
+    import numpy as np
+
+    out = {}
+    for m in methods:
+        stats = {}
+        for _, key in SUMMARY_COLUMNS:
+            values = [
+                rows[m][key]["mean"] if isinstance(rows[m][key], dict) else rows[m][key]
+                for rows in per_image.values()
+                if rows[m].get(key) is not None
+            ]
+            if values:
+                v = np.asarray(values, np.float64)
+                stats[key] = (float(v.mean()), float(v.std()), len(values))
+        out[m] = stats
+    return out
+
+
+def summary_table(stats: dict[str, dict], images: int) -> str:
+    """Markdown: per method, mean ± std over `images` images."""
+    header = "| method | images | " + " | ".join(h for h, _ in SUMMARY_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(SUMMARY_COLUMNS) + 2)]
+    for m, st in stats.items():
+        cells = [
+            f"{st[k][0]:.4f} ± {st[k][1]:.4f}" if k in st else "-"
+            for _, k in SUMMARY_COLUMNS
+        ]
+        lines.append(f"| {m} | {images} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare_folder(methods: list[str], params) -> None:
+    """--images: every method over the folder, evaluated per image, summarised."""
+    import json
+
+    from agan_jax import evaluation
+    from agan_jax.errors import UserError
+    from agan_jax.train import many
+
+    paths = many.find_images(_IMAGES.value)
+    configs = {
+        m: method_config(m, _SIZE.value, paths[0], _ITERS.value) for m in methods
+    }
+    t_all = time.time()
+    usable = None
+    for i, method in enumerate(methods):
+        say(f"[{i + 1}/{len(methods)}] {method}: training the folder ...")
+        entries = many.train_many(
+            configs[method],
+            _IMAGES.value,
+            os.path.join(_OUT.value, method),
+            progress=_PROGRESS.value,
+            log=say,
+        )
+        ok = {e.name for e in entries if e.status in ("trained", "done")}
+        usable = ok if usable is None else usable & ok
+    names = sorted(usable or ())
+    if not names:
+        raise UserError(
+            f"no image of --images={_IMAGES.value} trained for every method"
+        )
+    per_image = {}
+    for name in names:
+        workdirs = [os.path.join(_OUT.value, m, name) for m in methods]
+        evals, table = evaluation.evaluate_to_dir(
+            workdirs,
+            os.path.join(_OUT.value, "images", name),
+            num_samples=_NUM.value,
+            seed=_SEED.value,
+            inception_params=params,
+        )
+        per_image[name] = {m: e.row for m, e in zip(methods, evals, strict=True)}
+        say(f"\n{name}\n{table}")
+    stats = summary_rows(per_image, methods)
+    text = summary_table(stats, len(names))
+    with open(os.path.join(_OUT.value, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
+        json.dump(
+            {
+                "images": names,
+                "num_samples": _NUM.value,
+                "seed": _SEED.value,
+                "summary": {
+                    m: {
+                        k: dict(zip(("mean", "std", "n"), v, strict=True))
+                        for k, v in st.items()
+                    }
+                    for m, st in stats.items()
+                },
+                "per_image": per_image,
+            },
+            f,
+            indent=1,
+            default=str,
+        )
+    say(f"\nmean ± std over {len(names)} images\n{text}")
+    say(
+        f"\ntotal {evaluation.format_seconds(time.time() - t_all)}; wrote "
+        f"summary.md, summary.json and images/<image>/ to {os.path.abspath(_OUT.value)}"
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
     from agan_jax import evaluation, image_io, inception, report, train
     from agan_jax.errors import UserError
 
-    if not _IMAGE.value:
+    if bool(_IMAGE.value) == bool(_IMAGES.value):
         raise UserError(
-            "--image is required: the training image, e.g. data/colusseum.png"
+            "give --image (one training image, e.g. data/colusseum.png) or --images "
+            "(a folder of them), not both"
         )
     if not _OUT.value:
         raise UserError("--out is required: the folder for the runs and the table")
+    if _IMAGES.value:
+        methods = _METHODS.value or available_methods()
+        for m in methods:
+            parse_method(m)  # unknown methods fail before any training
+        params = None
+        if _WEIGHTS.value:
+            params = inception.load_inception_weights(_WEIGHTS.value)
+        compare_folder(methods, params)
+        return
     image = image_io.resolve_path(_IMAGE.value)
     image_io.load_image(image, flag="--image")  # a missing or bad image fails here
     methods = _METHODS.value or available_methods()
