@@ -7,7 +7,8 @@ amplitude, run the compiled iterations, save the stage, log it (metrics.jsonl
 and, with `log.tensorboard`, TensorBoard files: train/metrics.py), write its
 sample grids and redraw plots/losses.png. What differs between SinGAN, AGAN and
 ConSinGAN comes from the run's `Family` (models/families.py); this module names
-none of them.
+none of them. The same loop trains a group of runs of one shape (train/group.py,
+train/many.py): each stage compiles once for the group.
 """
 
 from __future__ import annotations
@@ -386,9 +387,10 @@ def train_members(
     """The stage loop, run while holding each member's lock: trains stages
     first..last of every member, `first` their (common) count of saved stages.
 
-    One member trains unbatched; a group (`models`, group.Models) trains all as
-    one compiled program per stage, each member saved and logged as its own run.
-    Returns whether any stage is saved.
+    One member trains unbatched; a group (`models`, group.Models) compiles each
+    stage once for all its members (each calling the single-model programs, or
+    one vmap'd program over a model axis), each member saved and logged as its
+    own run. Returns whether any stage is saved.
     """
     models = models or Models()
     lead = members[0]
