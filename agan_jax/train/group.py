@@ -138,31 +138,43 @@ class Models:
         """A stage's functions over the model axis (vmap'd in 'vmap' mode)."""
         if self.mode != "vmap":
             return fns
-        sharding = self.sharding
+        mesh = self.mesh if self.mesh is not None and self.mesh.size > 1 else None
 
-        def v(f, jit=False):
-            """vmap'd f whose outputs stay sharded over the model axis."""
+        def v(f):
+            """f vmap'd; over several devices each maps its own shard of the model
+            axis (shard_map): XLA's SPMD partitioner, given the vmap'd program
+            sharded, zeroed the conv-kernel gradients of the models on device 1
+            (jax 0.10.2, CPU; tests/test_many.py)."""
             batched = jax.vmap(f)
-
-            def g(*args):
-                out = batched(*args)
-                if sharding is None:
-                    return out
-                return jax.lax.with_sharding_constraint(out, sharding)
-
-            return jax.jit(g) if jit else g
+            if mesh is None:
+                return batched
+            spec = PartitionSpec(AXIS)
+            return jax.shard_map(
+                batched, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+            )
 
         def rec_draw(key, i):
             return v(lambda k: fns.rec_draw(k, i))(key)
 
+        # init_state stays single-model: its 'rbg' weight keys (models/family.py)
+        # draw other numbers in every vmap'd row but the first; `each` calls it
+        # once per model.
         return fns._replace(
-            init_state=v(fns.init_state, jit=True),
             iteration=v(fns.iteration),
             d_step=v(fns.d_step),
             g_step=v(fns.g_step),
-            prepare=v(fns.prepare, jit=True),
+            prepare=jax.jit(v(fns.prepare)),
             rec_draw=None if fns.rec_draw is None else jax.jit(rec_draw),
             rolled=None if fns.rolled is None else v(fns.rolled),
+        )
+
+    def each(self, program, *args):
+        """A single-model program called once per model, its outputs held as
+        this Models holds trees (stacked and sharded under 'vmap')."""
+        if self.mode != "vmap":
+            return self.call(program, *args)
+        return self.stack(
+            [program(*(self.take(a, i) for a in args)) for i in range(self.count)]
         )
 
     def call(self, program, *args):

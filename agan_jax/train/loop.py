@@ -57,7 +57,8 @@ def prepare_image(data: DataSettings) -> tuple[np.ndarray, tuple[int, int], str]
     if data.fit_hw is None:
         image = image_io.load_image(path, data.max_size, data.min_size)
         return image, image_io.file_size(path), path
-    image = fit_image(image_io.load_image(path), data.fit_hw)
+    source = image_io.load_image(path, None, data.min_size)  # too small: refused
+    image = fit_image(source, data.fit_hw)
     if min(data.fit_hw) < data.min_size:
         raise UserError(
             f"data.fit={data.fit} has a side below min_size={data.min_size}; give "
@@ -195,7 +196,8 @@ def compile_stage(
     ts = stages.settings.train
     opts = ts.compiler_options
     fns, b = models.fns(plan.fns), models.abstract
-    init = fns.init_state.lower(*b(plan.init_args)).compile(compiler_options=opts)
+    # init_state is called once per model (group.Models.each).
+    init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
     prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
     t1 = time.time()
     runners = make_runner(
@@ -452,7 +454,7 @@ def train_members(
             wait_s = time.time() - t0
             prev_g = g_list[-1] if g_list else None
             key = models.repeat(stage_key(seed, s))
-            state = models.call(progs.init, key, prev_g, prev_d)
+            state = models.each(progs.init, key, prev_g, prev_d)
             if z_rec is None:
                 z_rec = models.stack(
                     [

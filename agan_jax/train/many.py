@@ -157,10 +157,18 @@ def group_key(member: Member, last: int) -> str:
 
 
 def chunks(items: list, n: int) -> list[list]:
-    """`items` in consecutive pieces of at most n, as even as possible."""
+    """`items` in order, in the fewest pieces of at most n, their sizes at most
+    one apart."""
+    if not items:
+        return []
     k = -(-len(items) // n)
-    size = -(-len(items) // k) if k else 0
-    return [items[i : i + size] for i in range(0, len(items), size)] if k else []
+    base, extra = divmod(len(items), k)
+    out, start = [], 0
+    for j in range(k):
+        size = base + (j < extra)
+        out.append(items[start : start + size])
+        start += size
+    return out
 
 
 def train_many(
