@@ -650,3 +650,49 @@ def test_folder_without_usable_image_exits_2(tmp_path):
         "broken": "skipped",
     }
     assert not glob.glob(str(workdir / "*" / "checkpoints"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_split_the_folder(tmp_path, images, singan_group):
+    """jax.distributed with 2 local CPU processes: process 0 trains a and c (every
+    2nd image by name), process 1 trains b; each run equals the shared group's
+    run of its image bit for bit, and summary.json holds every image."""
+    workdir = tmp_path / "w"
+    port = free_port()
+    with quick_compiles(children=True):
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "launch.train_many",
+                    f"--images={images}",
+                    f"--workdir={workdir}",
+                    f"--coordinator=localhost:{port}",
+                    "--num_processes=2",
+                    f"--process_id={rank}",
+                    *config_flags(),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            )
+            for rank in (0, 1)
+        ]
+        outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 trained" in outs[0][0] and "1 trained" in outs[1][0], outs
+    runs = summary(workdir)["runs"]
+    assert {n: r["status"] for n, r in runs.items()} == dict.fromkeys("abc", "trained")
+    for n in "abc":
+        assert_same_run(str(workdir / n), os.path.join(singan_group[0], n))
