@@ -60,6 +60,10 @@ def folder_images(folder: str | None, n: int, scratch: str) -> list[str]:
     return paths
 
 
+def singles_wanted(singles: int | None, k_max: int) -> int:
+    return k_max if singles is None else max(1, min(singles, k_max))
+
+
 def suite(
     config: str,
     ks: Sequence[int],
@@ -68,9 +72,16 @@ def suite(
     images: str | None,
     log: Callable[[str], None],
     extra: Sequence[str] = (),
+    singles: int | None = None,
 ) -> tuple[str, dict]:
-    """Runs the comparison; returns (markdown, raw results)."""
+    """Runs the comparison; returns (markdown, raw results).
+
+    `singles`: how many images train alone (default max(ks)); the sequential time
+    of a larger K is then K x their mean, marked as extrapolated (every image has
+    the same stage sizes and settings, so each lone run does the same work).
+    """
     k_max = max(ks)
+    n_alone = singles_wanted(singles, k_max)
     flags = [f"--config={config}", f"--config.data.fit={fit}", "--quiet"]
     if iters is not None:
         flags.append(f"--config.train.iters_per_stage={iters}")
@@ -79,8 +90,8 @@ def suite(
     env = common.child_env()
     try:
         paths = folder_images(images, k_max, scratch)
-        singles = []
-        for i, p in enumerate(paths):
+        alone = []
+        for i, p in enumerate(paths[:n_alone]):
             m = common.run_measured(
                 common.python_module(
                     "launch.train",
@@ -93,7 +104,7 @@ def suite(
             if m.returncode:
                 raise RuntimeError(f"launch.train failed: {m.stderr}")
             log(f"single {i}: {m.wall_s:.1f} s, {m.rss_mib:.0f} MiB")
-            singles.append(m)
+            alone.append(m)
         groups = {}
         for k in ks:
             if k == 1:
@@ -119,15 +130,17 @@ def suite(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows, raw = [], {"config": config, "fit": fit, "iters": iters, "runs": {}}
+    mean = sum(m.wall_s for m in alone) / len(alone)
     for k in ks:
-        seq = sum(m.wall_s for m in singles[:k])
-        seq_rss = max(m.rss_mib for m in singles[:k])
+        measured = k <= len(alone)
+        seq = sum(m.wall_s for m in alone[:k]) if measured else k * mean
+        seq_rss = max(m.rss_mib for m in alone[:k])
         grp = groups.get(k)
         grp_s = seq if grp is None else grp.wall_s
         rows.append(
             [
                 k,
-                common.num(seq),
+                common.num(seq) + ("" if measured else " (K x mean)"),
                 common.num(3600 * k / seq),
                 "(= sequential)" if grp is None else common.num(grp_s),
                 common.num(3600 * k / grp_s),
@@ -138,6 +151,7 @@ def suite(
         )
         raw["runs"][k] = {
             "sequential_s": seq,
+            "sequential_measured": measured,
             "grouped_s": grp_s,
             "sequential_rss_mib": seq_rss,
             "grouped_rss_mib": None if grp is None else grp.rss_mib,

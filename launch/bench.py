@@ -102,6 +102,11 @@ _MANY_IMAGES = flags.DEFINE_string(
     None,
     "many: a folder of images (default: variants of data/colusseum.png).",
 )
+_MANY_SINGLES = flags.DEFINE_integer(
+    "many_singles",
+    None,
+    "many: images trained alone (default max K); larger K: K x their mean.",
+)
 _MANY_FLAGS = flags.DEFINE_multi_string(
     "many_flag", [], "many: a further flag of both launchers, repeatable."
 )
@@ -343,6 +348,7 @@ def suite_many():
         _MANY_IMAGES.value,
         _log,
         _MANY_FLAGS.value,
+        _MANY_SINGLES.value,
     )
 
 

@@ -696,3 +696,38 @@ def test_two_processes_split_the_folder(tmp_path, images, singan_group):
     assert {n: r["status"] for n, r in runs.items()} == dict.fromkeys("abc", "trained")
     for n in "abc":
         assert_same_run(str(workdir / n), os.path.join(singan_group[0], n))
+
+
+def test_bench_many_table_from_measured_children(monkeypatch, tmp_path):
+    """launch.bench --suite=many's arithmetic: sequential time is the sum of the
+    lone runs (K x their mean beyond them, marked), images per hour and the ratio
+    follow from the whole-process walls; the launchers get the K images."""
+    from benchmarks import common as bench_common
+    from benchmarks import many as bench_many
+
+    calls = []
+
+    def fake(args, env=None, cwd=None, timeout=0):
+        calls.append(list(args))
+        if "launch.train" in args:
+            wall = 100.0 + 20.0 * sum("launch.train" in c for c in calls[:-1])
+        else:
+            folder = next(a for a in args if a.startswith("--images="))[9:]
+            wall = 50.0 + 40.0 * len(os.listdir(folder))
+        return bench_common.Measured(wall, wall, 500.0, 0, "")
+
+    monkeypatch.setattr(bench_common, "run_measured", fake)
+    text, raw = bench_many.suite(
+        "configs/singan.py:tiny", [1, 2, 4], "16x24", 3, None, lambda m: None, (), 2
+    )
+    assert sum("launch.train" in c for c in calls) == 2  # two lone runs: 100, 120 s
+    runs = raw["runs"]
+    assert runs[1]["sequential_s"] == 100.0 and runs[1]["grouped_s"] == 100.0
+    assert runs[2]["sequential_s"] == 220.0 and runs[2]["sequential_measured"]
+    assert runs[2]["grouped_s"] == 130.0
+    assert runs[4]["sequential_s"] == 440.0 and not runs[4]["sequential_measured"]
+    assert runs[4]["grouped_s"] == 210.0
+    assert "| 4 | 440 (K x mean) |" in text and "2.1x" in text
+    group4 = next(c for c in calls if "--config.train.models_per_call=4" in c)
+    assert "--config.data.fit=16x24" in group4
+    assert "--config.train.iters_per_stage=3" in group4
