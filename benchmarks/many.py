@@ -90,19 +90,19 @@ def suite(
     env = common.child_env()
     try:
         paths = folder_images(images, k_max, scratch)
+
+        def measured(module: str, *args: str) -> common.Measured:
+            m = common.run_measured(common.python_module(module, *flags, *args), env)
+            if m.returncode:
+                raise RuntimeError(f"{module} failed: {m.stderr}")
+            return m
+
         alone = []
         for i, p in enumerate(paths[:n_alone]):
-            m = common.run_measured(
-                common.python_module(
-                    "launch.train",
-                    *flags,
-                    f"--config.data.image={p}",
-                    f"--workdir={os.path.join(scratch, 'single', str(i))}",
-                ),
-                env,
+            workdir = os.path.join(scratch, "single", str(i))
+            m = measured(
+                "launch.train", f"--config.data.image={p}", f"--workdir={workdir}"
             )
-            if m.returncode:
-                raise RuntimeError(f"launch.train failed: {m.stderr}")
             log(f"single {i}: {m.wall_s:.1f} s, {m.rss_mib:.0f} MiB")
             alone.append(m)
         groups = {}
@@ -113,18 +113,12 @@ def suite(
             os.makedirs(folder, exist_ok=True)
             for p in paths[:k]:
                 shutil.copy(p, folder)
-            m = common.run_measured(
-                common.python_module(
-                    "launch.train_many",
-                    *flags,
-                    f"--images={folder}",
-                    f"--workdir={os.path.join(scratch, f'group{k}')}",
-                    f"--config.train.models_per_call={k}",
-                ),
-                env,
+            m = measured(
+                "launch.train_many",
+                f"--images={folder}",
+                f"--workdir={os.path.join(scratch, f'group{k}')}",
+                f"--config.train.models_per_call={k}",
             )
-            if m.returncode:
-                raise RuntimeError(f"launch.train_many failed: {m.stderr}")
             log(f"group of {k}: {m.wall_s:.1f} s, {m.rss_mib:.0f} MiB")
             groups[k] = m
     finally:

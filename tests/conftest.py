@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -75,6 +77,21 @@ def loss_settings(
 
 
 QUICK = "jax_disable_most_optimizations"
+
+
+def run_launcher(
+    *args: str, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python -m args...` from the repository root, output captured, warnings
+    off, `env` added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
 
 
 @contextlib.contextmanager

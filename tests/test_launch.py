@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from agan_jax import image_io
-from tests.conftest import BUNDLED_IMAGE, ROOT
+from tests.conftest import BUNDLED_IMAGE, ROOT, run_launcher
 
-
-def launch(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+launch = run_launcher
 
 
 def test_sample_writes_pngs_and_grid(tiny_agan_run, tmp_path):

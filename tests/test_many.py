@@ -31,7 +31,13 @@ from agan_jax.models import families
 from agan_jax.train import many
 from agan_jax.train.group import Models, model_mesh
 from agan_jax.train.loop import Stages, fit_image, prepare_image, stage_key
-from tests.conftest import BUNDLED_IMAGE, ROOT, quick_compiles, tiny_config
+from tests.conftest import (
+    BUNDLED_IMAGE,
+    ROOT,
+    quick_compiles,
+    run_launcher,
+    tiny_config,
+)
 
 FIT = (16, 24)
 # Small runs: 3 convolutions per stage, 4 iterations, no stage grids, one update
@@ -66,15 +72,7 @@ def config_flags(name: str = "singan", **overrides) -> list[str]:
     ]
 
 
-def launch(*args: str, env: dict | None = None, timeout: int = 300):
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
+launch = run_launcher
 
 
 def write_images(folder, names=("a", "b", "c")) -> list[str]:
