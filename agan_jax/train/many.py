@@ -228,7 +228,9 @@ def train_many(
                 continue
             groups[key].append(member)
             lasts[key] = last
-        if not any(e.status in ("pending", "done") for e in mine):
+        # (A process with no image of its own, when processes outnumber the
+        # images, has nothing to do and no error.)
+        if mine and not any(e.status in ("pending", "done") for e in mine):
             write_summary(workdir, entries, time.time() - t0)
             raise UserError(
                 f"no usable image in --images={images} (see "
