@@ -658,6 +658,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=UserError,
+    reason="known bug: under jax.distributed, process 1's Orbax checkpoints lack "
+    "their _METADATA (Orbax's per-process OCDBT merge finds no subdirs) and do not "
+    "load; process 0's do",
+)
 def test_two_processes_split_the_folder(tmp_path, images, singan_group):
     """jax.distributed with 2 local CPU processes: process 0 trains a and c (every
     2nd image by name), process 1 trains b; each run equals the shared group's
