@@ -181,14 +181,12 @@ def train_many(
     *,
     stop_after: int | None = None,
     progress: bool = True,
-    devices=None,
     log=print,
 ) -> list[Entry]:
     """Trains one run per image of `images` in WORKDIR/<name>/; returns the
-    entries (also in WORKDIR/summary.json).
-
-    `devices`: the devices a group's model axis is sharded over (default this
-    process's). UserError when the folder has no usable image.
+    entries (also in WORKDIR/summary.json). A vmap'd group's model axis is
+    sharded over this process's devices. UserError when the folder has no usable
+    image.
     """
     t0 = time.time()
     paths = find_images(images)
@@ -237,7 +235,7 @@ def train_many(
                 f"{os.path.join(workdir, SUMMARY)}); fix or remove the images named "
                 "above"
             )
-        mesh = model_mesh(devices)
+        mesh = model_mesh()
         for key, members in groups.items():
             per_call = (
                 members[0].settings.train.models_per_call or default_models_per_call()
