@@ -214,25 +214,8 @@ class RunStore:
     @property
     def mngr(self) -> ocp.CheckpointManager:
         if self._mngr is None:
-            # Under jax.distributed every process writes its own runs alone
-            # (launch.train_many): no barrier with the other processes.
-            rank = jax.process_index()
-            alone = (
-                ocp.options.MultiprocessingOptions(
-                    primary_host=rank,
-                    active_processes={rank},
-                    barrier_sync_key_prefix=f"p{rank}-{os.path.basename(self.workdir)}",
-                )
-                if jax.process_count() > 1
-                else ocp.options.MultiprocessingOptions()
-            )
-            if jax.process_count() > 1:
-                os.makedirs(self.ckpt_dir, exist_ok=True)
             options = ocp.CheckpointManagerOptions(
-                create=jax.process_count() == 1,
-                max_to_keep=None,
-                enable_async_checkpointing=False,
-                multiprocessing_options=alone,
+                create=True, max_to_keep=None, enable_async_checkpointing=False
             )
             self._mngr = ocp.CheckpointManager(self.ckpt_dir, options=options)
         return self._mngr

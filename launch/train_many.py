@@ -19,10 +19,10 @@ its reason in WORKDIR/summary.json); the rest train. Exit status: 0 (every
 usable image trained), 1 (an image failed or was skipped), 2 (bad flags, or no
 usable image), 130 Ctrl-C.
 
-Several hosts: start the same command on every host with
---coordinator=HOST:PORT --num_processes=N --process_id=I (or none of them under
-SLURM and other clusters that JAX detects); each process trains every N-th
-image into the shared workdir (docs/many.md).
+Several hosts: start the same command on every host with --num_processes=N
+--process_id=I (or --distributed under srun or mpirun, which set both); each
+process trains every N-th image on its own devices into the shared workdir
+(docs/many.md). The processes share nothing but the workdir.
 """
 
 from __future__ import annotations
@@ -50,22 +50,20 @@ _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_stage", None, "Stop after training this stage (resume later)."
 )
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator", None, "HOST:PORT of process 0 (several processes)."
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 1, "Processes splitting the folder (one per host)."
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in all.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
     False,
-    "Call jax.distributed.initialize() with the cluster's environment (SLURM...).",
+    "Take the process id and count from srun (SLURM_PROCID, SLURM_NTASKS) or "
+    "mpirun (OMPI_COMM_WORLD_*, PMI_*).",
 )
 
 
 def main(argv: list[str]) -> None:
     del argv
-    import jax
-
     from agan_jax.errors import UserError
     from agan_jax.train import many
 
@@ -74,18 +72,17 @@ def main(argv: list[str]) -> None:
             "--images and --workdir are required, e.g. --images=photos/ "
             "--workdir=runs/set"
         )
-    if _COORDINATOR.value or _DISTRIBUTED.value:
-        jax.distributed.initialize(
-            coordinator_address=_COORDINATOR.value,
-            num_processes=_NUM_PROCESSES.value,
-            process_id=_PROCESS_ID.value,
-        )
+    if _DISTRIBUTED.value:
+        process = many.process_from_environment()
+    else:
+        process = many.Process(_PROCESS_ID.value, _NUM_PROCESSES.value)
     entries = many.train_many(
         _CONFIG.value,
         _IMAGES.value,
         _WORKDIR.value,
         stop_after=_STOP_AFTER.value,
         progress=not _QUIET.value,
+        process=process,
     )
     counts = {}
     for e in entries:

@@ -650,27 +650,16 @@ def test_folder_without_usable_image_exits_2(tmp_path):
     assert not glob.glob(str(workdir / "*" / "checkpoints"))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=UserError,
-    reason="known bug: under jax.distributed, process 1's Orbax checkpoints lack "
-    "their _METADATA (Orbax's per-process OCDBT merge finds no subdirs) and do not "
-    "load; process 0's do",
-)
 def test_two_processes_split_the_folder(tmp_path, images, singan_group):
-    """jax.distributed with 2 local CPU processes: process 0 trains a and c (every
-    2nd image by name), process 1 trains b; each run equals the shared group's
-    run of its image bit for bit, and summary.json holds every image."""
+    """2 local CPU processes at once (process 0 from flags, process 1 from srun's
+    environment): process 0 trains a and c (every 2nd image by name), process 1
+    trains b; each run equals the shared group's run of its image bit for bit
+    and loads, and summary.json holds every image."""
     workdir = tmp_path / "w"
-    port = free_port()
+    how = {
+        0: (["--num_processes=2", "--process_id=0"], {}),
+        1: (["--distributed"], {"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}),
+    }
     with quick_compiles(children=True):
         procs = [
             subprocess.Popen(
@@ -680,16 +669,14 @@ def test_two_processes_split_the_folder(tmp_path, images, singan_group):
                     "launch.train_many",
                     f"--images={images}",
                     f"--workdir={workdir}",
-                    f"--coordinator=localhost:{port}",
-                    "--num_processes=2",
-                    f"--process_id={rank}",
+                    *how[rank][0],
                     *config_flags(),
                 ],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                env={**os.environ, "PYTHONWARNINGS": "ignore", **how[rank][1]},
             )
             for rank in (0, 1)
         ]
@@ -701,6 +688,24 @@ def test_two_processes_split_the_folder(tmp_path, images, singan_group):
     assert {n: r["status"] for n, r in runs.items()} == dict.fromkeys("abc", "trained")
     for n in "abc":
         assert_same_run(str(workdir / n), os.path.join(singan_group[0], n))
+
+
+def test_process_split_and_cluster_environment():
+    """Rank and count from srun / mpirun variables; bad values name the fix."""
+    env = many.process_from_environment
+    assert env({"SLURM_PROCID": "3", "SLURM_NTASKS": "4"}) == many.Process(3, 4)
+    assert env({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}) == (
+        many.Process(0, 2)
+    )
+    assert env({"PMI_RANK": "1", "PMI_SIZE": "2"}) == many.Process(1, 2)
+    with pytest.raises(UserError, match="--num_processes=N --process_id=I"):
+        env({})
+    with pytest.raises(UserError, match="not integers"):
+        env({"SLURM_PROCID": "x", "SLURM_NTASKS": "2"})
+    with pytest.raises(UserError, match="0..1"):
+        many.Process(2, 2)
+    with pytest.raises(UserError, match="at least 1"):
+        many.Process(0, 0)
 
 
 def test_bench_many_table_from_measured_children(monkeypatch, tmp_path):

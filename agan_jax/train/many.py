@@ -13,8 +13,9 @@ Re-running the same command resumes every image at its first unfinished stage
 and skips finished ones. An image that cannot be trained (unreadable, too small,
 a run of other settings in its directory, locked) is reported by name and
 skipped; the rest train. WORKDIR/summary.json lists every image with its status.
-With several processes (jax.distributed), each takes every P-th image (by
-sorted name) and writes only those runs.
+With several processes (`Process`: one per host, or per device group), each
+takes every P-th image (by sorted name) and writes only those runs; the
+processes share nothing but the workdir.
 """
 
 from __future__ import annotations
@@ -110,7 +111,51 @@ class Entry:
         return {**out, "reason": self.reason} if self.reason else out
 
 
-def write_summary(workdir: str, entries: list[Entry], seconds: float) -> str:
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """This process's place among the processes splitting one folder."""
+
+    rank: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.rank < self.count:
+            raise UserError(
+                f"process {self.rank} of {self.count}: the process id must be in "
+                f"0..{self.count - 1} and the process count at least 1"
+            )
+
+
+# Where cluster launchers put each process's rank and the process count.
+CLUSTER_ENVIRONMENTS = (
+    ("SLURM_PROCID", "SLURM_NTASKS"),  # srun
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),  # Open MPI mpirun
+    ("PMI_RANK", "PMI_SIZE"),  # MPICH, Intel MPI
+)
+
+
+def process_from_environment(environ=None) -> Process:
+    """The rank and count a cluster launcher (srun, mpirun) gave this process."""
+    environ = os.environ if environ is None else environ
+    for rank, size in CLUSTER_ENVIRONMENTS:
+        if rank in environ and size in environ:
+            try:
+                return Process(int(environ[rank]), int(environ[size]))
+            except ValueError:
+                raise UserError(
+                    f"{rank}={environ[rank]!r} / {size}={environ[size]!r} are not "
+                    "integers; pass --process_id and --num_processes instead"
+                ) from None
+    names = ", ".join(f"{r}/{s}" for r, s in CLUSTER_ENVIRONMENTS)
+    raise UserError(
+        f"--distributed: none of {names} is set (not started by srun or mpirun?); "
+        "pass --num_processes=N --process_id=I instead"
+    )
+
+
+def write_summary(
+    workdir: str, entries: list[Entry], seconds: float, process: Process = Process()
+) -> str:
     """WORKDIR/summary.json: every image's status (atomically).
 
     Several processes: each also writes its own entries to summary.p<rank>.json
@@ -119,10 +164,9 @@ def write_summary(workdir: str, entries: list[Entry], seconds: float) -> str:
     """
     os.makedirs(workdir, exist_ok=True)
     rows = {e.name: e.row() for e in entries}
-    rank = jax.process_index()
-    if jax.process_count() > 1:
+    if process.count > 1:
         own = {e.name: e.row() for e in entries if e.status != "other_process"}
-        _write_json(os.path.join(workdir, f"summary.p{rank}.json"), own)
+        _write_json(os.path.join(workdir, f"summary.p{process.rank}.json"), own)
         for other in sorted(glob.glob(os.path.join(workdir, "summary.p*.json"))):
             try:
                 with open(other) as f:
@@ -139,7 +183,7 @@ def write_summary(workdir: str, entries: list[Entry], seconds: float) -> str:
 
 
 def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp{jax.process_index()}"
+    tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
@@ -182,6 +226,7 @@ def train_many(
     stop_after: int | None = None,
     progress: bool = True,
     log=print,
+    process: Process = Process(),
 ) -> list[Entry]:
     """Trains one run per image of `images` in WORKDIR/<name>/; returns the
     entries (also in WORKDIR/summary.json). A vmap'd group's model axis is
@@ -191,7 +236,7 @@ def train_many(
     t0 = time.time()
     paths = find_images(images)
     entries = [Entry(n, p) for n, p in zip(run_names(paths), paths, strict=True)]
-    rank, ranks = jax.process_index(), jax.process_count()
+    rank, ranks = process.rank, process.count
     mine = [e for i, e in enumerate(entries) if i % ranks == rank]
     for i, e in enumerate(entries):
         if i % ranks != rank:
@@ -229,7 +274,7 @@ def train_many(
         # (A process with no image of its own, when processes outnumber the
         # images, has nothing to do and no error.)
         if mine and not any(e.status in ("pending", "done") for e in mine):
-            write_summary(workdir, entries, time.time() - t0)
+            write_summary(workdir, entries, time.time() - t0, process)
             raise UserError(
                 f"no usable image in --images={images} (see "
                 f"{os.path.join(workdir, SUMMARY)}); fix or remove the images named "
@@ -258,6 +303,6 @@ def train_many(
                     e = by_name[m.name]
                     e.status, e.stages = "trained", lasts[key] + 1
                     log(f"trained {m.name} ({m.workdir})")
-                write_summary(workdir, entries, time.time() - t0)
-    write_summary(workdir, entries, time.time() - t0)
+                write_summary(workdir, entries, time.time() - t0, process)
+    write_summary(workdir, entries, time.time() - t0, process)
     return entries
