@@ -38,3 +38,36 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def forget_compiled() -> None:
+    """Empties JAX's in-memory caches of traced and compiled programs and hands
+    the freed pages back. Between two training stages these hold the programs
+    of every eager operation and helper the stages before ran (hundreds of MiB
+    by the last stage at 64 px); the stage's own programs are compiled ahead of
+    time and held elsewhere, and the persistent compilation cache is untouched.
+    Measured (`launch.train --config=configs/singan.py
+    --config.train.iters_per_stage=20`, 5 stages, cache off, 2-core machine under
+    load): peak RSS 933 MiB against 1,246-1,266 MiB; RSS after the last stage
+    646 against 995 MiB."""
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    release_free_memory()
+
+
+def resident_mib() -> tuple[float, float] | None:
+    """(current, peak) resident memory of this process in MiB; None where the
+    OS does not say (Linux /proc and getrusage only)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB
+        return pages * resource.getpagesize() / 2**20, peak
+    except (OSError, ImportError, ValueError, IndexError):
+        return None

@@ -469,6 +469,9 @@ def test_vmap_group_first_losses_match_single_runs_and_sample(
         run_dir = os.path.join(workdir, name)
         done = [r for r in metrics(run_dir) if r.get("event") == "stage_done"]
         assert [(r["stage"], r["models"]) for r in done] == [(0, 2), (1, 2)]
+        # Resident memory per stage (Linux): current <= peak, peak never falls.
+        assert all(0 < r["rss_mib"] <= r["peak_rss_mib"] for r in done)
+        assert done[0]["peak_rss_mib"] <= done[1]["peak_rss_mib"]
         run = checkpoint.load_run(run_dir)
         assert run.sizes == checkpoint.load_run(os.path.join(group_dir, name)).sizes
         assert run.noise_amps[0] == 1.0 and np.isfinite(run.noise_amps).all()
