@@ -49,6 +49,7 @@ def stage_records(workdir: str) -> dict:
         "compile_wait_s": [r.get("compile_wait_s") for r in stages],
         "train_stage_s": [r.get("train_s") for r in stages],
         "stage_s": [r.get("stage_s") for r in stages],
+        "stage_peak_rss_mib": [r.get("peak_rss_mib") for r in stages],
     }
 
 
@@ -192,6 +193,7 @@ def time_split(r: dict) -> dict:
         "sample_s": r["sample"]["wall_s"],
         "train_rss_mib": r["train"]["rss_mib"],
         "sample_rss_mib": r["sample"]["rss_mib"],
+        "stage_peak_rss_mib": r.get("stage_peak_rss_mib", []),
     }
 
 
@@ -317,6 +319,7 @@ SPLIT_COLUMNS = (
     "sampling process s",
     "train RSS MiB",
     "sample RSS MiB",
+    "train peak RSS MiB at each stage's end",
 )
 
 
@@ -342,7 +345,16 @@ def format_split(results: dict[str, dict]) -> str:
             "sample_rss_mib",
         )
         med = [common.num(statistics.median(s[k] for s in splits)) for k in keys]
-        rows.append((f"{t.config} max_size {t.max_size}", *med))
+        per_stage = [s.get("stage_peak_rss_mib") or [] for s in splits]
+        longest = max(per_stage, key=len)
+        at = [
+            [p[i] for p in per_stage if len(p) > i and p[i] is not None]
+            for i in range(len(longest))
+        ]
+        stage_peaks = " / ".join(
+            common.num(statistics.median(v)) if v else "-" for v in at
+        )
+        rows.append((f"{t.config} max_size {t.max_size}", *med, stage_peaks or "-"))
     return common.table(SPLIT_COLUMNS, rows)
 
 

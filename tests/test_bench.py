@@ -217,6 +217,11 @@ def test_cpu_targets_side_by_side_tiny(tmp_path):
     parts = s["outside_stages_s"] + s["compile_wait_s"] + s["loop_s"]
     assert parts + s["stage_rest_s"] == pytest.approx(ours[0]["train"]["wall_s"])
     assert min(s["outside_stages_s"], s["loop_s"], s["stage_rest_s"]) >= 0
+    # Peak RSS at the end of each of the 2 stages, never falling, below the
+    # process's peak.
+    peaks = s["stage_peak_rss_mib"]
+    assert len(peaks) == 2 and 0 < peaks[0] <= peaks[1] <= s["train_rss_mib"] + 1
+    assert len(split[1][-1].split(" / ")) == 2
     # It ran in temporary working directories: the checkout is left as it was.
     assert sorted(os.listdir(_fake_singan_root(tmp_path))) == [
         "main_train.py",
