@@ -126,15 +126,15 @@ def suite(
     rows, raw = [], {"config": config, "fit": fit, "iters": iters, "runs": {}}
     mean = sum(m.wall_s for m in alone) / len(alone)
     for k in ks:
-        measured = k <= len(alone)
-        seq = sum(m.wall_s for m in alone[:k]) if measured else k * mean
+        all_alone = k <= len(alone)  # every image of K trained alone
+        seq = sum(m.wall_s for m in alone[:k]) if all_alone else k * mean
         seq_rss = max(m.rss_mib for m in alone[:k])
         grp = groups.get(k)
         grp_s = seq if grp is None else grp.wall_s
         rows.append(
             [
                 k,
-                common.num(seq) + ("" if measured else " (K x mean)"),
+                common.num(seq) + ("" if all_alone else " (K x mean)"),
                 common.num(3600 * k / seq),
                 "(= sequential)" if grp is None else common.num(grp_s),
                 common.num(3600 * k / grp_s),
@@ -145,7 +145,7 @@ def suite(
         )
         raw["runs"][k] = {
             "sequential_s": seq,
-            "sequential_measured": measured,
+            "sequential_measured": all_alone,
             "grouped_s": grp_s,
             "sequential_rss_mib": seq_rss,
             "grouped_rss_mib": None if grp is None else grp.rss_mib,

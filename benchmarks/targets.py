@@ -346,10 +346,9 @@ def format_split(results: dict[str, dict]) -> str:
         )
         med = [common.num(statistics.median(s[k] for s in splits)) for k in keys]
         per_stage = [s.get("stage_peak_rss_mib") or [] for s in splits]
-        longest = max(per_stage, key=len)
         at = [
-            [p[i] for p in per_stage if len(p) > i and p[i] is not None]
-            for i in range(len(longest))
+            [p[i] for p in per_stage if i < len(p) and p[i] is not None]
+            for i in range(max(map(len, per_stage)))
         ]
         stage_peaks = " / ".join(
             common.num(statistics.median(v)) if v else "-" for v in at
