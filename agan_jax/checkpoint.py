@@ -31,6 +31,7 @@ from agan_jax.settings import Settings, fill_added_fields
 # Config entries that may change between a run and its resumption.
 _RESUMABLE_KEYS = {
     "data.image",
+    "train.compile_ahead",
     "train.group_mode",
     "train.log_every",
     "train.models_per_call",

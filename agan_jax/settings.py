@@ -40,6 +40,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "data.fit": "",  # issue 14: earlier runs trained the image as loaded
     "train.models_per_call": 0,  # issue 14: how a folder groups (not a result)
     "train.group_mode": "auto",  # issue 14
+    "train.compile_ahead": True,  # issue 13: how programs compile (not a result)
 }
 
 
@@ -204,6 +205,7 @@ class TrainSettings:
     stage0_rec_noise: str  # "auto", "fixed" z* or "redraw" (official SinGAN)
     xla_opt_level: int  # XLA backend optimisation level; -1: see compiler.py
     remat: bool  # jax.checkpoint around the generator in training
+    compile_ahead: bool  # compile stage s+1 while stage s trains (train/loop.py)
     log_every: int
     stage_samples: int  # samples in the grid written after each stage
     # Models per compiled program when a folder trains (train/many.py); 0: auto.

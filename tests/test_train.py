@@ -204,15 +204,24 @@ def test_nonfinite_loss_stops_with_stage_and_iteration(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tiny_agan_run, tmp_path):
+    """Resuming gives the uninterrupted run; so does compiling each stage only
+    when it starts (train.compile_ahead=False, which a resume may change)."""
     workdir, full = tiny_agan_run
     config = tiny_config("agan")
     part = str(tmp_path / "run")
     train.train(config, part, stop_after=0, progress=False)
     assert checkpoint.RunStore(part).finished_stages() == [0]
+    config.train.compile_ahead = False
     resumed = train.train(config, part, progress=False)  # resumes at stage 1
     assert resumed.num_stages == full.num_stages == 3
     chex.assert_trees_all_close(resumed.g_vars, full.g_vars, atol=1e-6, rtol=1e-6)
     np.testing.assert_allclose(resumed.noise_amps, full.noise_amps, rtol=1e-6)
+    with open(os.path.join(part, "metrics.jsonl")) as f:
+        done = [json.loads(line) for line in f if '"stage_done"' in line]
+    # Not compiled ahead: each stage waited for its whole compile.
+    assert [r["stage"] for r in done] == [0, 1, 2]
+    for r in done[1:]:
+        assert r["compile_wait_s"] + 0.002 >= r["compile_s"] > 0, r
     # Re-running a finished run trains nothing and changes nothing.
     again = train.train(config, part, progress=False)
     chex.assert_trees_all_close(again.g_vars, full.g_vars, atol=0, rtol=0)

@@ -441,6 +441,7 @@ def train_members(
     writers = [make_writer(m.workdir, settings.log) for m in members]
     plotters = [PlotPolicy(m.workdir) for m in members]
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
+    ahead = ts.compile_ahead
     interrupted = False
     try:
         futures = {
@@ -448,14 +449,20 @@ def train_members(
         }
         for s in range(first, last + 1):
             t0 = time.time()
+            if s not in futures:  # train.compile_ahead=False: compile now, the
+                # stage below's programs and JAX's caches released first.
+                progs = None
+                if s > first:
+                    forget_compiled()
+                futures[s] = pool.submit(compile_stage, stages, s, plan[s], models)
             # Popped: a finished stage's programs are freed once the next begins.
             progs = futures.pop(s).result()
             wait_s = time.time() - t0
-            if s > first:
+            if s > first and ahead:
                 # The worker is idle: drop what the stages before kept in JAX's
                 # caches (their eager ops' programs: -25% peak RSS, measured).
                 forget_compiled()
-            if s < last:  # the next stage compiles while this one trains
+            if s < last and ahead:  # the next stage compiles while this one trains
                 futures[s + 1] = pool.submit(
                     compile_stage, stages, s + 1, plan[s + 1], models
                 )

@@ -197,7 +197,7 @@ def group_key(member: Member, last: int) -> str:
     config["train"] = {
         k: v
         for k, v in config["train"].items()
-        if k not in ("models_per_call", "group_mode")
+        if k not in ("models_per_call", "group_mode", "compile_ahead")
     }
     saved = member.store.saved_stage_count()
     return json.dumps([config, member.sizes, saved, last], sort_keys=True)
