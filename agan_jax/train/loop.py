@@ -444,13 +444,12 @@ def train_members(
     ahead = ts.compile_ahead
     interrupted = False
     try:
-        futures = {
-            first: pool.submit(compile_stage, stages, first, plan[first], models)
-        }
+        futures = {}
         for s in range(first, last + 1):
             t0 = time.time()
-            if s not in futures:  # train.compile_ahead=False: compile now, the
-                # stage below's programs and JAX's caches released first.
+            if s not in futures:  # the first stage, or train.compile_ahead=False:
+                # compile now, the stage below's programs and JAX's caches
+                # released first.
                 progs = None
                 if s > first:
                     forget_compiled()
