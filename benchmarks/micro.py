@@ -4,7 +4,7 @@ compile times, XLA flags; one function per measured fact, each returning seconds
 Every `*_s` function builds what it measures from scratch (benchmarks/stage.py),
 runs it and returns seconds (per iteration, per call or per compile).
 `run_micro` measures the rows of `references.FIGURES`; `format_micro` prints
-them beside the issue's, PyTorch's and the target figures.
+them beside the row of the same run each is compared with.
 """
 
 from __future__ import annotations
@@ -236,34 +236,27 @@ def _fig_num(x: float | None, unit: str) -> str:
 def format_micro(
     measured: dict[str, float], header: str = "", comparable: bool = True
 ) -> str:
-    """Markdown table: one row per figure, measured beside the issue, PyTorch and
-    the target; figures not measured say so. `comparable=False` (tiny sizes)
-    leaves the 'meets' column empty."""
+    """Markdown table: one row per figure, measured beside the row of the same
+    run it is compared with (their ratio) and the target; figures not measured
+    say so. `comparable=False` (tiny sizes) leaves the 'meets' column empty."""
     rows = []
     for fig in references.FIGURES:
         scale = 1000.0 if fig.unit == "ms" else 1.0
         value = measured.get(fig.key)
         shown = "not measured" if value is None else _fig_num(value * scale, fig.unit)
+        other = measured.get(fig.against) if fig.against else None
+        ratio = "-" if value is None or not other else f"{value / other:.2f}"
         meets = "-"
-        if comparable and value is not None and fig.target is not None:
-            meets = "yes" if value * scale <= fig.target else "no"
-        rows.append(
-            (
-                fig.what,
-                fig.unit,
-                shown,
-                fig.issue or "-",
-                _fig_num(fig.pytorch, fig.unit),
-                fig.target_text,
-                meets,
-            )
-        )
+        if comparable and ratio != "-" and fig.at_most:
+            meets = "yes" if value <= other else "no"
+        against = references.FIGURE_KEYS[fig.against].what if fig.against else "-"
+        rows.append((fig.what, fig.unit, shown, against, ratio, fig.target_text, meets))
     columns = (
         "figure",
         "unit",
         "measured",
-        "issue (jax 0.10.2)",
-        "PyTorch",
+        "compared with (same run)",
+        "ratio",
         "target",
         "meets",
     )

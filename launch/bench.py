@@ -18,8 +18,8 @@
 Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   train        benchmarks/train_table.py: --config trained once; per stage
                iterations/s, compile time, parameter counts; then samples/s.
-  micro        benchmarks/micro.py: issue 6's microbenchmarks beside the issue's,
-               PyTorch's and the target figures (--micro_sizes=tiny: tiny sizes).
+  micro        benchmarks/micro.py: issue 6's microbenchmarks, each beside the row
+               of the same run it is compared with (--micro_sizes=tiny: tiny sizes).
   cpu_targets  benchmarks/targets.py: `launch.train` + `launch.sample` as
                subprocesses for SinGAN and ConSinGAN at max_size 64 and 128 and
                AGAN at 64, in turns with the official programs (checkouts you

@@ -271,7 +271,7 @@ def test_micro_suite_tiny():
     text, res = micro.suite("tiny", keys)
     assert "TINY sizes" in text
     (table,) = _tables(text)
-    assert table[0][:4] == ["figure", "unit", "measured", "issue (jax 0.10.2)"]
+    assert table[0][:4] == ["figure", "unit", "measured", "compared with (same run)"]
     assert len(table) == 1 + len(references.FIGURES)
     measured = dict(zip([f.key for f in references.FIGURES], table[1:], strict=True))
     for key, row in measured.items():
@@ -319,19 +319,40 @@ def test_launch_bench_entry_point():
 # Tables, records and the microbenchmarks' functions.
 
 
-def test_micro_table_has_a_row_per_figure_with_targets():
-    measured = {f.key: 0.01 * (i + 1) for i, f in enumerate(references.FIGURES)}
+def test_micro_table_compares_rows_of_the_same_run():
+    """No stored figure: each row's ratio is to the row of the same run it is
+    compared with, and 'meets' says whether it is at most that row's figure."""
+    keys = [f.key for f in references.FIGURES]
+    measured = {k: 0.01 * (i + 1) for i, k in enumerate(keys)}
+    measured["gp_jvp_49x64"] = 0.5 * measured["gp_double_grad_49x64"]
+    measured["d_update_jvp_49x64"] = 3.0 * measured["d_update_double_grad_49x64"]
     del measured["iter_scan_49x64"]
     text = micro.format_micro(measured, "header")
     assert text.splitlines()[0] == "header"
     (table,) = _tables(text)
-    for col in ("measured", "issue (jax 0.10.2)", "PyTorch", "target", "meets"):
-        assert col in table[0]
-    keys = [f.key for f in references.FIGURES]
+    assert table[0] == [
+        "figure",
+        "unit",
+        "measured",
+        "compared with (same run)",
+        "ratio",
+        "target",
+        "meets",
+    ]
+    assert "PyTorch" not in text
+    row = {k: table[1 + i] for i, k in enumerate(keys)}
     assert len(table) == 1 + len(keys)
-    assert table[1 + keys.index("iter_scan_49x64")][2] == "not measured"
-    assert "0.610" in text and "2.08" in text and "183" in text
-    assert _column(table, "meets")[0] == "yes"  # 0.01 s <= PyTorch's 0.61 s
+    assert row["iter_scan_49x64"][2] == "not measured"
+    assert row["iter_scan_49x64"][4] == "-"
+    assert row["gp_jvp_49x64"][4:] == ["0.50", "<= grad-of-grad", "yes"]
+    assert row["d_update_jvp_49x64"][4:] == ["3.00", "<= double_grad", "no"]
+    ratio = measured["compile_update_49x64"] / measured["compile_iteration_49x64"]
+    assert row["compile_update_49x64"][4] == f"{ratio:.2f}"
+    assert row["compile_update_49x64"][6] == "-"  # a reference, no bound
+    assert row["iter_jit_49x64"][3:5] == ["-", "-"]
+    for fig in references.FIGURES:  # every comparison names a row of the table
+        assert fig.against is None or fig.against in references.FIGURE_KEYS
+        assert not fig.at_most or fig.against
 
 
 def _run(program, wall, rss, r=0, **kw):

@@ -27,11 +27,19 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from agan_jax import evaluation, plots, report, train
+from agan_jax import evaluation, image_io, plots, report, sampling, train
 from agan_jax.models import families
+from agan_jax.sampling import make_sampler
 from agan_jax.settings import LogSettings, Settings
 from agan_jax.train import metrics
-from agan_jax.train.log import MIN_CELL
+from agan_jax.train.log import (
+    GRID_KEY,
+    MIN_CELL,
+    grid_batch,
+    stage_image_names,
+    visible_grid,
+    write_stage_images,
+)
 from agan_jax.train.runner import learning_rates
 from agan_jax.train.updates import d_tx
 from tests.conftest import BUNDLED_IMAGE, ROOT, tiny_config
@@ -215,6 +223,34 @@ def test_stage_images_and_a_resume_in_tensorboard(grid_run):
             assert im.step == ITERS and im.height >= MIN_CELL
     assert "stage_00/attention" not in acc.Tags()["images"]  # none at AGAN's stage 0
     assert [e.step for e in acc.Scalars("stage_done/noise_amp")] == [0, 1]
+
+
+def test_stage_grid_drawn_in_batches_shows_the_run_samples(grid_run, tmp_path):
+    """The grid sampler runs `grid_batch(n)` keys per call (4 on CPU: the whole
+    grid at once held 430 MiB more at 97x128); 6 samples in two calls, the last
+    padded, give the samples one call of 6 draws with the grid's keys."""
+    workdir, run = grid_run
+    n, s, seed = 6, run.num_stages - 1, 3
+    batch = grid_batch(n)
+    assert batch == min(n, sampling.default_batch_size()) and n % batch
+    f = jax.jit(make_sampler(run.spec, run.sizes, 0, s + 1, with_attention=True))
+    real = np.zeros((*run.sizes[s], 3), np.float32)
+    write_stage_images(f, n, seed, run.g_vars, run.noise_amps, str(tmp_path), s, real)
+    key = jax.random.fold_in(jax.random.key(seed), GRID_KEY + s)
+    images, attns = sampling.Sampler(run).sample(
+        key, n, batch_size=n, with_attention=True
+    )
+    expected = {
+        "samples": visible_grid(np.concatenate([real[None], np.asarray(images)])),
+        "attention": visible_grid(np.asarray(attns[-1]) * 2.0 - 1.0),
+    }
+    names = stage_image_names(s)
+    for kind, grid in expected.items():
+        want = str(tmp_path / f"want_{kind}.png")
+        image_io.save_image(want, grid)
+        got = np.asarray(Image.open(tmp_path / "stages" / names[kind]), np.int16)
+        ref = np.asarray(Image.open(want), np.int16)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1, kind
 
 
 def test_metrics_jsonl_keeps_its_records(grid_run):

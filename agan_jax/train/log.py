@@ -19,6 +19,7 @@ import numpy as np
 
 from agan_jax import image_io
 from agan_jax.forward import pyramid_forward, rec_noises
+from agan_jax.sampling import default_batch_size
 
 # Smallest cell height of a picture meant to be looked at (px): grids of 25-64 px
 # stages are upscaled by an integer factor, nearest neighbour.
@@ -105,6 +106,12 @@ def make_reconstructor(spec, sizes, stop: int):
 GRID_KEY = 20_000
 
 
+def grid_batch(n: int) -> int:
+    """Samples per call of a stage grid's sampler (compiled for this many keys;
+    write_stage_images calls it in turns): at most `default_batch_size()`."""
+    return min(n, default_batch_size())
+
+
 def write_stage_images(
     sampler,
     n: int,
@@ -124,7 +131,16 @@ def write_stage_images(
     key = jax.random.fold_in(jax.random.key(seed), GRID_KEY + s)
     keys = jax.random.split(key, n)
     base = jnp.zeros((1, 1, 3), jnp.float32)
-    images, attns = sampler(keys, tuple(g_vars), jnp.asarray(amps, jnp.float32), base)
+    batch = grid_batch(n)
+    pad = -n % batch
+    keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,))])
+    args = (tuple(g_vars), jnp.asarray(amps, jnp.float32), base)
+    outs = [sampler(keys[i : i + batch], *args) for i in range(0, n + pad, batch)]
+    images = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
+    attns = [
+        np.concatenate([np.asarray(o[1][j]) for o in outs])[:n]
+        for j in range(len(outs[0][1]))
+    ]
     real = np.asarray(real, np.float32)
     pictures = {"samples": visible_grid(np.concatenate([real[None], images]))}
     if attns:

@@ -36,7 +36,12 @@ from agan_jax.sampling import make_sampler
 from agan_jax.settings import DataSettings, Settings, config_to_dict
 from agan_jax.state import StageData
 from agan_jax.train.group import Models
-from agan_jax.train.log import drop_records, make_reconstructor, write_stage_images
+from agan_jax.train.log import (
+    drop_records,
+    grid_batch,
+    make_reconstructor,
+    write_stage_images,
+)
 from agan_jax.train.metrics import make_writer
 from agan_jax.train.runner import TrainingDiverged, make_runner, run_stage
 from agan_jax.train.updates import StageFns, make_stage_fns, resolve_rule
@@ -209,7 +214,10 @@ def compile_stage(
         f = make_sampler(
             stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
         )
-        keys = jax.ShapeDtypeStruct((ts.stage_samples,), jax.random.key(0).dtype)
+        # In batches of at most default_batch_size (4 on CPU): the whole grid in
+        # one call held 430 MiB more at ConSinGAN's 97x128 stage (issue 13).
+        batch = grid_batch(ts.stage_samples)
+        keys = jax.ShapeDtypeStruct((batch,), jax.random.key(0).dtype)
         amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
         variables = (*plan.data.lower_vars, plan.state.g_vars)
         base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
