@@ -24,7 +24,8 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
                subprocesses for SinGAN and ConSinGAN at max_size 64 and 128 and
                AGAN at 64, in turns with the official programs (checkouts you
                provide; without them our figures alone), medians of
-               --target_rounds rounds.
+               --target_rounds rounds; memory targets at 250 px (20 it/stage)
+               when named: --only=singan_250,consingan_250.
   levers       benchmarks/levers.py: XNNPACK, compile unit and optimisation
                level variants compared in turns (--lever_sizes=tiny: tiny sizes).
   issue6       micro, then cpu_targets.
@@ -118,12 +119,14 @@ _ONLY = flags.DEFINE_list(
     "only",
     None,
     "micro: figure keys (benchmarks.references.FIGURES); cpu_targets: target keys "
-    "(singan_64, consingan_64, agan_64, singan_128, consingan_128). Default: all.",
+    "(singan_64, consingan_64, agan_64, singan_128, consingan_128; memory targets "
+    "singan_250, consingan_250). Default: the micro figures, the five time targets.",
 )
 _TARGET_ITERS = flags.DEFINE_integer(
     "target_iters",
     None,
-    "cpu_targets: iterations per stage instead of 200 (smoke runs; not comparable).",
+    "cpu_targets: iterations per stage instead of the target's (200; 20 for the "
+    "250 px memory targets): smoke runs, not comparable.",
 )
 _TARGET_SAMPLES = flags.DEFINE_integer(
     "target_samples", 50, "cpu_targets: samples drawn by launch.sample."

@@ -395,8 +395,18 @@ def test_target_table_medians_ratios_and_failures():
                 _run("singan", 1, 1),
             ],
         },
+        "singan_250": {  # a memory target: time is printed, RSS is the target
+            "key": "singan_250",
+            "iters": 20,
+            "checkout": "/x",
+            "runs": [_run("ours", 300.0, 900.0), _run("singan", 100.0, 1000.0)],
+        },
     }
     (table,) = _tables(targets.format_targets(results))
+    (big,) = [r for r in table[1:] if "max_size 250" in r[0] and r[2] == "ours"]
+    assert big[0] == "configs/singan.py max_size 250" and big[1] == "20"
+    assert big[7:] == ["3.00", "0.90", "yes (memory target)"]
+    assert not [r for r in table[1:] if "consingan.py max_size 250" in r[0]]
     rows = {(r[0].split()[0], r[2]): r for r in table[1:] if "max_size 64" in r[0]}
     ours = rows[("configs/singan.py", "ours")]
     # medians 110 s / 950 MiB against 190 s / 1050 MiB
