@@ -249,13 +249,15 @@ def format_micro(
         meets = "-"
         if comparable and ratio != "-" and fig.at_most:
             meets = "yes" if value <= other else "no"
-        against = references.FIGURE_KEYS[fig.against].what if fig.against else "-"
-        rows.append((fig.what, fig.unit, shown, against, ratio, fig.target_text, meets))
+        against = fig.against or "-"
+        row = (fig.key, fig.what, fig.unit, shown, against, ratio, fig.target_text)
+        rows.append((*row, meets))
     columns = (
+        "key",
         "figure",
         "unit",
         "measured",
-        "compared with (same run)",
+        "compared with",
         "ratio",
         "target",
         "meets",

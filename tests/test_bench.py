@@ -271,12 +271,12 @@ def test_micro_suite_tiny():
     text, res = micro.suite("tiny", keys)
     assert "TINY sizes" in text
     (table,) = _tables(text)
-    assert table[0][:4] == ["figure", "unit", "measured", "compared with (same run)"]
+    assert table[0][:5] == ["key", "figure", "unit", "measured", "compared with"]
     assert len(table) == 1 + len(references.FIGURES)
     measured = dict(zip([f.key for f in references.FIGURES], table[1:], strict=True))
     for key, row in measured.items():
-        assert (row[2] == "not measured") == (key not in keys), row
-    assert all(row[6] == "-" for row in table[1:])  # tiny: nothing compared
+        assert (row[3] == "not measured") == (key not in keys), row
+    assert all(row[7] == "-" for row in table[1:])  # tiny: nothing compared
     assert set(res["measured"]) == set(keys)
 
 
@@ -331,19 +331,20 @@ def test_micro_table_compares_rows_of_the_same_run():
     assert text.splitlines()[0] == "header"
     (table,) = _tables(text)
     assert table[0] == [
+        "key",
         "figure",
         "unit",
         "measured",
-        "compared with (same run)",
+        "compared with",
         "ratio",
         "target",
         "meets",
     ]
     assert "PyTorch" not in text
-    row = {k: table[1 + i] for i, k in enumerate(keys)}
-    assert len(table) == 1 + len(keys)
+    row = {r[0]: r[1:] for r in table[1:]}
+    assert list(row) == keys
     assert row["iter_scan_49x64"][2] == "not measured"
-    assert row["iter_scan_49x64"][4] == "-"
+    assert row["iter_scan_49x64"][3:5] == ["iter_jit_49x64", "-"]
     assert row["gp_jvp_49x64"][4:] == ["0.50", "<= grad-of-grad", "yes"]
     assert row["d_update_jvp_49x64"][4:] == ["3.00", "<= double_grad", "no"]
     ratio = measured["compile_update_49x64"] / measured["compile_iteration_49x64"]
