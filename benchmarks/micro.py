@@ -233,6 +233,18 @@ def _fig_num(x: float | None, unit: str) -> str:
     return f"{x:.3f}" if x < 1 else f"{x:.2f}"
 
 
+COLUMNS = (
+    "key",
+    "figure",
+    "unit",
+    "measured",
+    "compared with",
+    "ratio",
+    "target",
+    "meets",
+)
+
+
 def format_micro(
     measured: dict[str, float], header: str = "", comparable: bool = True
 ) -> str:
@@ -252,17 +264,7 @@ def format_micro(
         against = fig.against or "-"
         row = (fig.key, fig.what, fig.unit, shown, against, ratio, fig.target_text)
         rows.append((*row, meets))
-    columns = (
-        "key",
-        "figure",
-        "unit",
-        "measured",
-        "compared with",
-        "ratio",
-        "target",
-        "meets",
-    )
-    body = common.table(columns, rows)
+    body = common.table(COLUMNS, rows)
     return f"{header}\n\n{body}" if header else body
 
 
