@@ -31,6 +31,7 @@ from agan_jax import evaluation, image_io, plots, report, sampling, train
 from agan_jax.models import families
 from agan_jax.sampling import make_sampler
 from agan_jax.settings import LogSettings, Settings
+from agan_jax.train import log as train_log
 from agan_jax.train import metrics
 from agan_jax.train.log import (
     GRID_KEY,
@@ -225,17 +226,24 @@ def test_stage_images_and_a_resume_in_tensorboard(grid_run):
     assert [e.step for e in acc.Scalars("stage_done/noise_amp")] == [0, 1]
 
 
-def test_stage_grid_drawn_in_batches_shows_the_run_samples(grid_run, tmp_path):
-    """The grid sampler runs `grid_batch(n)` keys per call (4 on CPU: the whole
-    grid at once held 430 MiB more at 97x128); 6 samples in two calls, the last
-    padded, give the samples one call of 6 draws with the grid's keys."""
+@pytest.mark.parametrize("batch", ["default", 4])
+def test_stage_grid_drawn_in_batches_shows_the_run_samples(
+    grid_run, tmp_path, monkeypatch, batch
+):
+    """The grid sampler runs `grid_batch(n)` keys per call (1 on CPU: the whole
+    grid at once added 218 MiB at 97x128); 6 samples in calls of 1, or of 4 with
+    the last padded, give the samples one call of 6 draws with the grid's keys."""
     workdir, run = grid_run
     n, s, seed = 6, run.num_stages - 1, 3
-    batch = grid_batch(n)
-    assert batch == min(n, sampling.default_batch_size()) and n % batch
+    if batch == "default":
+        batch = grid_batch(n)
+        assert batch == (1 if jax.default_backend() == "cpu" else n)
+    else:
+        monkeypatch.setattr(train_log, "grid_batch", lambda n: batch)
     f = jax.jit(make_sampler(run.spec, run.sizes, 0, s + 1, with_attention=True))
     real = np.zeros((*run.sizes[s], 3), np.float32)
     write_stage_images(f, n, seed, run.g_vars, run.noise_amps, str(tmp_path), s, real)
+    assert f._cache_size() == 1  # one shape of keys: `batch`, never n
     key = jax.random.fold_in(jax.random.key(seed), GRID_KEY + s)
     images, attns = sampling.Sampler(run).sample(
         key, n, batch_size=n, with_attention=True
