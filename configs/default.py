@@ -119,8 +119,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.remat = False
     # Compile stage s+1's programs in a worker thread while stage s trains (hides
     # compilation), or (False) only once stage s is done: a lower peak RSS (XLA's
-    # compile memory no longer comes on top of the training stage's; ConSinGAN
-    # 64 px: -19%) for the compile time in the wall (docs/performance.md).
+    # compile memory no longer comes on top of the training stage's; 20 it/stage:
+    # ConSinGAN 64 px -19%, SinGAN 128 px -28%) for the compile time in the wall
+    # (docs/performance.md).
     config.train.compile_ahead = True
     config.train.log_every = 25
     config.train.stage_samples = 8  # grid of samples written after each stage
