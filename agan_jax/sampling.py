@@ -14,7 +14,6 @@ i: not on the number of samples, the batch size or where a resumed run starts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -56,6 +55,19 @@ def make_sampler(
         return (out, attns) if with_attention else out
 
     return jax.vmap(one, in_axes=(0, None, None, None))
+
+
+def in_batches(fn: Callable, keys: jax.Array, batch: int, *args):
+    """fn(keys[i:i+batch], *args) over all keys in turns, the last call padded
+    with copies of the last key; the outputs (any pytree of arrays with the
+    sample axis first) concatenated and cut back to len(keys). With
+    `make_sampler`'s functions, sample i is the one keys[i] draws alone."""
+    n = keys.shape[0]
+    pad = -n % batch
+    if pad:
+        keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,))])
+    outs = [fn(keys[i : i + batch], *args) for i in range(0, n + pad, batch)]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *outs)
 
 
 def stream_key(key: jax.Array, i) -> jax.Array:
@@ -177,22 +189,8 @@ class Sampler:
             lambda: make_sampler(run.spec, sizes, start_stage, stop, with_attention),
         )
         keys = jax.random.split(key, n)
-        pad = math.ceil(n / batch) * batch - n
-        if pad:
-            keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,))])
         amps = jnp.asarray(run.noise_amps)
-        outs = [
-            fn(keys[i : i + batch], run.g_vars, amps, base)
-            for i in range(0, n + pad, batch)
-        ]
-        if with_attention:
-            images = jnp.concatenate([o[0] for o in outs])[:n]
-            attns = [
-                jnp.concatenate([o[1][j] for o in outs])[:n]
-                for j in range(len(outs[0][1]))
-            ]
-            return images, attns
-        return jnp.concatenate(outs)[:n]
+        return in_batches(fn, keys, batch, run.g_vars, amps, base)
 
     def _prepare(
         self, start_stage: int, scale: tuple[float, float]

@@ -211,6 +211,7 @@ def compare(
 ) -> dict:
     """`rounds` runs of ours and, with a checkout, of the official program, in
     turns (ours first in even rounds, theirs first in odd ones)."""
+    iters = iters or target.iters
     runs: list[dict] = []
     for r in range(rounds):
         order = [OURS, target.official] if r % 2 == 0 else [target.official, OURS]
@@ -223,12 +224,7 @@ def compare(
                 continue
             else:
                 res = run_official(
-                    target,
-                    checkout,
-                    python,
-                    iters or target.iters,
-                    num_samples,
-                    image=image,
+                    target, checkout, python, iters, num_samples, image=image
                 )
             res["round"] = r
             runs.append(res)
@@ -236,7 +232,7 @@ def compare(
                 log(f"{target.key} round {r} {program}: {json.dumps(res, default=str)}")
     return {
         "key": target.key,
-        "iters": iters or target.iters,
+        "iters": iters,
         "overrides": list(overrides),
         "official": target.official,
         "checkout": checkout,

@@ -19,7 +19,7 @@ import numpy as np
 
 from agan_jax import image_io
 from agan_jax.forward import pyramid_forward, rec_noises
-from agan_jax.sampling import default_batch_size
+from agan_jax.sampling import default_batch_size, in_batches
 
 # Smallest cell height of a picture meant to be looked at (px): grids of 25-64 px
 # stages are upscaled by an integer factor, nearest neighbour.
@@ -134,16 +134,9 @@ def write_stage_images(
     key = jax.random.fold_in(jax.random.key(seed), GRID_KEY + s)
     keys = jax.random.split(key, n)
     base = jnp.zeros((1, 1, 3), jnp.float32)
-    batch = grid_batch(n)
-    pad = -n % batch
-    keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,))])
     args = (tuple(g_vars), jnp.asarray(amps, jnp.float32), base)
-    outs = [sampler(keys[i : i + batch], *args) for i in range(0, n + pad, batch)]
-    images = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
-    attns = [
-        np.concatenate([np.asarray(o[1][j]) for o in outs])[:n]
-        for j in range(len(outs[0][1]))
-    ]
+    images, attns = in_batches(sampler, keys, grid_batch(n), *args)
+    images = np.asarray(images)
     real = np.asarray(real, np.float32)
     pictures = {"samples": visible_grid(np.concatenate([real[None], images]))}
     if attns:
