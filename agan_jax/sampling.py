@@ -122,11 +122,15 @@ class Sampler:
     def __init__(self, run: Run):
         self.run = run
         self.cache: dict[Hashable, Callable] = {}
+        # The run's own XLA backend level (train.xla_backend_opt_level: -1 auto,
+        # 0 for the tiny test configs), as its training compiled with.
+        train_config = run.meta.get("config", {}).get("train", {})
+        self.options = compiler.options(train_config.get("xla_backend_opt_level", -1))
 
     def compiled(self, key: Hashable, make: Callable[[], Callable]) -> Callable:
         """`self.cache[key]`, built by `make()` (a function to jit) on first use."""
         if key not in self.cache:
-            self.cache[key] = jax.jit(make(), compiler_options=compiler.options())
+            self.cache[key] = jax.jit(make(), compiler_options=self.options)
         return self.cache[key]
 
     def check_stage(self, stage: int, name: str, low: int = 0) -> None:

@@ -2,7 +2,11 @@
 built from the configs.
 
 Tiny runs use `configs/*.py:tiny` (32 px, 3 stages, 20 iterations, 8 features) on
-the bundled image, trained once per test session. Settings have no defaults of
+the bundled image, trained once per test session: under pytest-xdist the first
+worker that needs one trains it into a folder all workers share (the others wait
+on a file lock) and every worker tests its own copy. The XLA compilation cache is
+shared by the workers and the launchers they start, so a program compiled by one
+is loaded by the others. Settings have no defaults of
 their own (configs/default.py holds every default): tests build them from a
 config with `settings_for`, `train_settings`, `model_spec` and `loss_settings`.
 """
@@ -11,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import importlib
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -26,10 +33,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_IMAGE = os.path.join(ROOT, "data", "colusseum.png")
 
 
+def shared_folder(tmp_path_factory, name: str) -> pathlib.Path:
+    """A folder of this test session that every xdist worker sees (the session's
+    base temporary folder; without xdist, this process's own)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One XLA cache for the session, shared with launcher subprocesses."""
-    path = str(tmp_path_factory.mktemp("xla_cache"))
+    """One XLA cache for the session, shared by the xdist workers and their
+    launcher subprocesses (jax writes an entry once; a reader that meets an entry
+    still being written warns and compiles)."""
+    path = str(shared_folder(tmp_path_factory, "xla_cache"))
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -136,20 +155,34 @@ def quick_compiles(children: bool = False):
         switch(old_flag, old_dir, old_env)
 
 
+def trained_once(tmp_path_factory, name: str) -> tuple[str, checkpoint.Run]:
+    """(workdir, Run) of configs/<name>.py:tiny, trained once per test session
+    into a folder the workers share (the first to come trains while the others
+    wait on a lock); each caller gets its own copy, so tests that write into a
+    run's folder (reports, plots) never meet another worker's files."""
+    shared = shared_folder(tmp_path_factory, "tiny_runs")
+    source = shared / name
+    with open(shared / f"{name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if not (shared / f"{name}.done").exists():
+            shutil.rmtree(source, ignore_errors=True)
+            train.train(tiny_config(name), str(source), progress=False)
+            (shared / f"{name}.done").touch()
+    workdir = tmp_path_factory.mktemp(f"tiny_{name}")
+    shutil.copytree(source, workdir, dirs_exist_ok=True)
+    return str(workdir), checkpoint.load_run(str(workdir))
+
+
 @pytest.fixture(scope="session")
 def tiny_agan_run(tmp_path_factory):
     """(workdir, Run) of AGAN(3) trained with configs/agan.py:tiny."""
-    workdir = str(tmp_path_factory.mktemp("tiny_agan"))
-    train.train(tiny_config("agan"), workdir, progress=False)
-    return workdir, checkpoint.load_run(workdir)
+    return trained_once(tmp_path_factory, "agan")
 
 
 @pytest.fixture(scope="session")
 def tiny_singan_run(tmp_path_factory):
     """(workdir, Run) of SinGAN trained with configs/singan.py:tiny."""
-    workdir = str(tmp_path_factory.mktemp("tiny_singan"))
-    train.train(tiny_config("singan"), workdir, progress=False)
-    return workdir, checkpoint.load_run(workdir)
+    return trained_once(tmp_path_factory, "singan")
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +193,4 @@ def tiny_consingan_run(tmp_path_factory):
     Optimised XLA, as tests/golden.py records its fingerprints (unoptimised
     programs give other floats: 1e-5 apart after 20 iterations).
     """
-    workdir = str(tmp_path_factory.mktemp("tiny_consingan"))
-    train.train(tiny_config("consingan"), workdir, progress=False)
-    return workdir, checkpoint.load_run(workdir)
+    return trained_once(tmp_path_factory, "consingan")

@@ -151,7 +151,12 @@ def test_cpu_compile_level_trains_like_xla_default():
     from agan_jax import compiler
 
     ts_auto = train_settings(
-        iters=2, compile_unit="update", adam_eps=1.0, d_steps=2, g_steps=1
+        iters=2,
+        compile_unit="update",
+        adam_eps=1.0,
+        d_steps=2,
+        g_steps=1,
+        xla_opt_level=-1,
     )
     ts_o2 = dataclasses.replace(ts_auto, xla_opt_level=2)
     if jax.default_backend() == "cpu":
