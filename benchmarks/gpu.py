@@ -102,6 +102,7 @@ TINY = GpuPlan(
         ("train.g_steps", 1),
         ("train.stage_samples", 0),
         ("train.compile_unit", "iteration"),
+        ("train.xla_backend_opt_level", 0),  # as configs' tiny: compiles dominate
     ),
     batches=(1, 4),
     memory_sizes=(24, 32),
