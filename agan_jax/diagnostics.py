@@ -9,6 +9,10 @@ the real image at that stage.
   real_std     the std of the training image resized to stage s (the training
                pyramid, `Run.reals()`)
   std_ratio    sample_std / real_std (below 1: samples flatter than the image)
+  diversity    SinGAN's pixel diversity of those samples against the real image
+               at stage s (`metrics.pixel_diversity` of the unclipped samples); None
+               for fewer than 2 samples. Where it falls from one stage to the
+               next, that stage pulls the samples towards one layout
   attention    the mean of the attention map C of stage s over the N samples
                (families with attention, e.g. AGAN, above stage 0); None otherwise
   noise_amp    the stage's noise amplitude (`Run.noise_amps[s]`)
@@ -30,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import checkpoint, sampling
+from agan_jax import checkpoint, metrics, sampling
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.run import Run
@@ -42,6 +46,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("sample std", "sample_std"),
     ("real std", "real_std"),
     ("ratio", "std_ratio"),
+    ("diversity", "diversity"),
     ("mean C", "attention"),
     ("noise amp", "noise_amp"),
     ("rec RMSE", "rec_rmse"),
@@ -93,6 +98,9 @@ def per_stage(
                 "sample_std": sample_std,
                 "real_std": real_std,
                 "std_ratio": sample_std / real_std if real_std > 0 else None,
+                "diversity": (
+                    metrics.pixel_diversity(images, real) if num_samples > 1 else None
+                ),
                 "attention": None if c is None else float(np.mean(c)),
                 "noise_amp": float(run.noise_amps[s]),
                 "rec_rmse": float(np.sqrt(np.mean((rec - real) ** 2))),

@@ -239,6 +239,7 @@ def test_per_stage_rows(name, request):
         assert real.shape[:2] == tuple(run.sizes[s])
         assert row["real_std"] == pytest.approx(float(np.std(real)), rel=1e-6)
         assert row["std_ratio"] == pytest.approx(row["sample_std"] / row["real_std"])
+        assert 0 < row["diversity"] < 5
         assert row["noise_amp"] == pytest.approx(float(run.noise_amps[s]), rel=1e-7)
         rec = np.asarray(sampler.reconstruct(s + 1), np.float64)
         rmse = np.sqrt(np.mean((rec - real) ** 2))
@@ -251,6 +252,11 @@ def test_per_stage_rows(name, request):
     # The finest stage's samples are those of Sampler.sample with the same keys.
     images, maps = sampler.sample(jax.random.key(seed), n, with_attention=True)
     flat = np.asarray(images, np.float64).reshape(n, -1)
+    # SinGAN's diversity by hand: grey per-pixel std over the samples / std(grey real).
+    grey = np.asarray(images, np.float64) @ np.array([0.299, 0.587, 0.114])
+    real_grey = np.asarray(reals[-1], np.float64) @ np.array([0.299, 0.587, 0.114])
+    want = np.mean(np.std(grey, axis=0)) / np.std(real_grey)
+    assert rows[-1]["diversity"] == pytest.approx(want, rel=1e-5)
     assert rows[-1]["sample_std"] == pytest.approx(np.mean(np.std(flat, axis=1)), 1e-5)
     if has_attention:
         assert len(maps) == 2
