@@ -162,7 +162,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.stage_samples = 0
         # LLVM O0: at this size compiling is nearly all of a run's time; a tiny
         # AGAN run's programs compiled in 42 s instead of 67 s at O1 (2-core
-        # CPU, under load), the recorded tests/golden.json weights unchanged.
+        # CPU, under load); tests/data/golden_weights.json is recorded at O0.
         config.train.xla_backend_opt_level = 0
     if "gpu" in tokens:
         config.data.max_size = 250
