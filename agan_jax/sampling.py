@@ -25,6 +25,7 @@ from agan_jax import compiler
 from agan_jax.errors import UserError
 from agan_jax.forward import pyramid_forward, rec_noises, stage_noises
 from agan_jax.run import Run
+from agan_jax.settings import Settings
 
 Size = tuple[int, int]
 
@@ -122,10 +123,14 @@ class Sampler:
     def __init__(self, run: Run):
         self.run = run
         self.cache: dict[Hashable, Callable] = {}
-        # The run's own XLA backend level (train.xla_backend_opt_level: -1 auto,
-        # 0 for the tiny test configs), as its training compiled with.
-        train_config = run.meta.get("config", {}).get("train", {})
-        self.options = compiler.options(train_config.get("xla_backend_opt_level", -1))
+        # Compiled as the run's training was (train.xla_backend_opt_level: O0 for
+        # the tiny configs); a Run without its config gets the backend's default.
+        config = run.meta.get("config")
+        self.options = (
+            Settings.from_config(config).train.compiler_options
+            if config
+            else compiler.options()
+        )
 
     def compiled(self, key: Hashable, make: Callable[[], Callable]) -> Callable:
         """`self.cache[key]`, built by `make()` (a function to jit) on first use."""
