@@ -15,6 +15,15 @@ the real image at that stage.
                next, that stage pulls the samples towards one layout
   attention    the mean of the attention map C of stage s over the N samples
                (families with attention, e.g. AGAN, above stage 0); None otherwise
+  input_diversity, proposal_diversity, proposal_corr
+               (attention families above stage 0; None otherwise) what stage s
+               blends, x' = x_hat * C + x * (1 - C) (AGAN eq. 12), for the same
+               samples: the pixel diversity of its input x (stage s-1's samples
+               resized to stage s) and of G_A's proposal x_hat, both against the
+               real image at stage s, and the correlation over the samples of
+               x_hat and x (grayscale, per pixel, averaged over pixels). A convex
+               blend of two weakly correlated images is less diverse than either:
+               where proposal_corr is low, the stage averages diversity away
   noise_amp    the stage's noise amplitude (`Run.noise_amps[s]`)
   rec_rmse     RMSE of the reconstruction stopped at stage s
                (`Sampler.reconstruct(s + 1)`) against the real image at stage s
@@ -34,9 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import checkpoint, metrics, sampling
+from agan_jax import checkpoint, metrics, pyramid, sampling
 from agan_jax.errors import UserError
-from agan_jax.models import families
+from agan_jax.forward import stage_noises
+from agan_jax.models import agan, families
 from agan_jax.run import Run
 
 # (header, row key) of the markdown table.
@@ -48,12 +58,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("ratio", "std_ratio"),
     ("diversity", "diversity"),
     ("mean C", "attention"),
+    ("in diversity", "input_diversity"),
+    ("x_hat diversity", "proposal_diversity"),
+    ("x_hat-in corr", "proposal_corr"),
     ("noise amp", "noise_amp"),
     ("rec RMSE", "rec_rmse"),
 )
 
 
-def _stage_samples(sampler: sampling.Sampler, key, n: int, stop: int, attention):
+def stage_samples(sampler: sampling.Sampler, key, n: int, stop: int, attention):
     """n samples of the pyramid stopped at stage stop-1 (one vmap'd call), and the
     attention maps of the stages below `stop` that have one."""
     run = sampler.run
@@ -65,6 +78,48 @@ def _stage_samples(sampler: sampling.Sampler, key, n: int, stop: int, attention)
     base = jnp.zeros((1, 1, 3), jnp.float32)
     out = fn(keys, run.g_vars[:stop], jnp.asarray(run.noise_amps), base)
     return out if attention else (out, [])
+
+
+def stage_proposals(sampler: sampling.Sampler, key, stage: int, below) -> tuple:
+    """For the samples `below` of stage-1 (drawn with `key` split per sample):
+    stage's input x (their resize to the stage) and G_A's proposal x_hat."""
+    run = sampler.run
+    spec, sizes = run.spec, run.sizes
+
+    def make():
+        gen = families.of(spec).make_generator(spec, stage)
+
+        def one(k, variables, amp, prev):
+            x = pyramid.resize(prev, tuple(sizes[stage]))
+            z = stage_noises(spec, k, sizes, stage, stage + 1)[stage]
+            _, sown = gen.apply(
+                variables,
+                x[None],
+                z[None],
+                amp,
+                train=False,
+                mutable=["intermediates"],
+            )
+            return x, sown["intermediates"][agan.PROPOSAL][0][0]
+
+        return jax.vmap(one, in_axes=(0, None, None, 0))
+
+    fn = sampler.compiled(("proposal", len(below), stage), make)
+    keys = jax.random.split(key, len(below))
+    amp = jnp.asarray(run.noise_amps[stage], jnp.float32)
+    return fn(keys, run.g_vars[stage], amp, below)
+
+
+def grey_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The correlation over samples (axis 0) of two NHWC sample sets, in grayscale
+    (0.299 R + 0.587 G + 0.114 B) per pixel, averaged over the pixels."""
+    weights = np.array([0.299, 0.587, 0.114])
+    ga = np.asarray(a, np.float64) @ weights
+    gb = np.asarray(b, np.float64) @ weights
+    ga, gb = ga - ga.mean(axis=0), gb - gb.mean(axis=0)
+    cov = np.sum(ga * gb, axis=0)
+    scale = np.sqrt(np.sum(ga * ga, axis=0) * np.sum(gb * gb, axis=0))
+    return float(np.mean(cov / np.maximum(scale, 1e-12)))
 
 
 def per_stage(
@@ -79,11 +134,21 @@ def per_stage(
     attention = families.of(run.spec).attention
     reals = run.reals()
     key = jax.random.key(seed)
-    rows, seen_maps = [], 0
+    rows, seen_maps, below = [], 0, None
     for s in range(run.num_stages):
-        images, maps = _stage_samples(sampler, key, num_samples, s + 1, attention)
-        images = np.asarray(images, np.float64)
+        images, maps = stage_samples(sampler, key, num_samples, s + 1, attention)
         real = np.asarray(reals[s], np.float64)
+        blend = {"input_diversity": None, "proposal_diversity": None}
+        blend["proposal_corr"] = None
+        if attention and s > 0 and num_samples > 1:
+            x, x_hat = (np.asarray(a) for a in stage_proposals(sampler, key, s, below))
+            blend = {
+                "input_diversity": metrics.pixel_diversity(x, real),
+                "proposal_diversity": metrics.pixel_diversity(x_hat, real),
+                "proposal_corr": grey_correlation(x_hat, x),
+            }
+        below = images
+        images = np.asarray(images, np.float64)
         # The maps of stages 0..s; stage s has one when there is one more than
         # the stages below had.
         c = np.asarray(maps[-1], np.float64) if len(maps) > seen_maps else None
@@ -102,6 +167,7 @@ def per_stage(
                     metrics.pixel_diversity(images, real) if num_samples > 1 else None
                 ),
                 "attention": None if c is None else float(np.mean(c)),
+                **blend,
                 "noise_amp": float(run.noise_amps[s]),
                 "rec_rmse": float(np.sqrt(np.mean((rec - real) ** 2))),
             }

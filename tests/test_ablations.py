@@ -12,7 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agan_jax import checkpoint, diagnostics, losses, pyramid, sampling, settings
+from agan_jax import (
+    checkpoint,
+    diagnostics,
+    losses,
+    metrics,
+    pyramid,
+    sampling,
+    settings,
+)
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from launch import compare
@@ -245,10 +253,13 @@ def test_per_stage_rows(name, request):
         rmse = np.sqrt(np.mean((rec - real) ** 2))
         assert row["rec_rmse"] == pytest.approx(rmse, rel=1e-6)
         assert row["sample_std"] > 0
+        blend = ("input_diversity", "proposal_diversity", "proposal_corr")
         if has_attention and s > 0:
             assert 0.0 <= row["attention"] <= 1.0
+            assert all(row[k] is not None for k in blend)
         else:
             assert row["attention"] is None
+            assert all(row[k] is None for k in blend)
     # The finest stage's samples are those of Sampler.sample with the same keys.
     images, maps = sampler.sample(jax.random.key(seed), n, with_attention=True)
     flat = np.asarray(images, np.float64).reshape(n, -1)
@@ -263,6 +274,50 @@ def test_per_stage_rows(name, request):
         assert rows[-1]["attention"] == pytest.approx(float(np.mean(maps[-1])), 1e-5)
     # Stage 0 stopped early: not the finest samples' spread.
     assert rows[0]["sample_std"] != pytest.approx(rows[-1]["sample_std"], rel=1e-6)
+
+
+def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run):
+    """AGAN's input x and proposal x_hat of each stage, as the diagnostics draw
+    them, give back that stage's samples through eq. 12; the blend columns are
+    their diversities and their per-pixel correlation (NumPy reference)."""
+    _, run = tiny_agan_run
+    n, seed = 4, 3
+    sampler = sampling.Sampler(run)
+    rows = diagnostics.per_stage(sampler, num_samples=n, seed=seed)
+    key = jax.random.key(seed)
+    reals = pyramid.build(jnp.asarray(run.real), run.sizes)
+    grey = np.array([0.299, 0.587, 0.114])
+    below, _ = diagnostics.stage_samples(sampler, key, n, 1, True)
+    for s in range(1, run.num_stages):
+        images, maps = diagnostics.stage_samples(sampler, key, n, s + 1, True)
+        x, x_hat = (
+            np.asarray(a, np.float64)
+            for a in diagnostics.stage_proposals(sampler, key, s, below)
+        )
+        assert x.shape == x_hat.shape == (n, *run.sizes[s], 3)
+        assert np.all(np.abs(x_hat) <= 1.0)  # G_A ends in tanh
+        c = np.asarray(maps[-1], np.float64)
+        np.testing.assert_allclose(
+            x_hat * c + x * (1.0 - c), np.asarray(images, np.float64), atol=1e-5
+        )
+        real = np.asarray(reals[s], np.float64)
+        row = rows[s]
+        assert row["input_diversity"] == pytest.approx(
+            metrics.pixel_diversity(x, real), rel=1e-6
+        )
+        assert row["proposal_diversity"] == pytest.approx(
+            metrics.pixel_diversity(x_hat, real), rel=1e-6
+        )
+        ga, gb = x_hat @ grey, x @ grey
+        want = np.mean(
+            [
+                np.corrcoef(ga[:, i, j], gb[:, i, j])[0, 1]
+                for i, j in np.ndindex(ga.shape[1:])
+            ]
+        )
+        assert row["proposal_corr"] == pytest.approx(want, rel=1e-6, abs=1e-9)
+        assert -1.0 <= row["proposal_corr"] <= 1.0
+        below = images
 
 
 def test_evaluate_per_stage_cli_writes_tables(tiny_agan_run, tiny_singan_run, tmp_path):

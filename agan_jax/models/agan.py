@@ -14,6 +14,8 @@ from agan_jax.models.layers import StageStack, pad_hw
 
 # AGAN(k) by pyramid schedule (AGAN eqs. 2-4).
 SCHEDULE_NAMES = {"cos": "AGAN(1)", "quad": "AGAN(2)", "circ": "AGAN(3)"}
+# The `intermediates` entry of G_A's proposal x_hat.
+PROPOSAL = "x_hat"
 
 
 def attention_blend(x_hat, c, prev):
@@ -24,7 +26,9 @@ def attention_blend(x_hat, c, prev):
 class AGANGenerator(StageStack):
     """G_A(prev + noise_amp * z) -> tanh -> x_hat; G_B(prev) -> sigmoid -> C.
 
-    Returns (x_hat * C + prev * (1 - C), C), NHWC.
+    Returns (x_hat * C + prev * (1 - C), C), NHWC. G_A's proposal x_hat is sown
+    into the `intermediates` collection (kept only when a caller makes that
+    collection mutable, as the per-stage diagnostics do).
     """
 
     @nn.compact
@@ -32,6 +36,7 @@ class AGANGenerator(StageStack):
         g_a, g_b = self.stack(3, "G_A"), self.stack(3, "G_B")
         x_hat = jnp.tanh(g_a(pad_hw(prev + noise_amp * z, self.pad), train))
         c = nn.sigmoid(g_b(pad_hw(prev, self.pad), train))
+        self.sow("intermediates", PROPOSAL, x_hat)
         return attention_blend(x_hat, c, prev), c
 
 
