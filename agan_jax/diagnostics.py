@@ -138,8 +138,9 @@ def per_stage(
     for s in range(run.num_stages):
         images, maps = stage_samples(sampler, key, num_samples, s + 1, attention)
         real = np.asarray(reals[s], np.float64)
-        blend = {"input_diversity": None, "proposal_diversity": None}
-        blend["proposal_corr"] = None
+        blend = dict.fromkeys(
+            ("input_diversity", "proposal_diversity", "proposal_corr")
+        )
         if attention and s > 0 and num_samples > 1:
             x, x_hat = (np.asarray(a) for a in stage_proposals(sampler, key, s, below))
             blend = {
