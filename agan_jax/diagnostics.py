@@ -113,9 +113,8 @@ def stage_proposals(sampler: sampling.Sampler, key, stage: int, below) -> tuple:
 def grey_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """The correlation over samples (axis 0) of two NHWC sample sets, in grayscale
     (0.299 R + 0.587 G + 0.114 B) per pixel, averaged over the pixels."""
-    weights = np.array([0.299, 0.587, 0.114])
-    ga = np.asarray(a, np.float64) @ weights
-    gb = np.asarray(b, np.float64) @ weights
+    ga = metrics.gray(np.asarray(a, np.float64))
+    gb = metrics.gray(np.asarray(b, np.float64))
     ga, gb = ga - ga.mean(axis=0), gb - gb.mean(axis=0)
     cov = np.sum(ga * gb, axis=0)
     scale = np.sqrt(np.sum(ga * ga, axis=0) * np.sum(gb * gb, axis=0))

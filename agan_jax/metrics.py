@@ -132,6 +132,11 @@ def ssim(a: Any, b: Any, data_range: float = 1.0) -> float:
 # ----------------------------------------------------------------- pixel diversity
 
 
+def gray(x: np.ndarray) -> np.ndarray:
+    """Grayscale of ...HWC pixels: 0.299 R + 0.587 G + 0.114 B (one channel: as is)."""
+    return x[..., 0] if x.shape[-1] == 1 else x @ np.asarray(_GRAY)
+
+
 def pixel_diversity(samples: Any, real: Any) -> float:
     """SinGAN's diversity: per-pixel std over samples (grayscale), averaged, / std(real).
 
@@ -153,9 +158,6 @@ def pixel_diversity(samples: Any, real: Any) -> float:
             f"samples ({s.shape[-1]} channels) and real ({r.shape[-1]} channels) "
             "must both be RGB (3 channels) or both grayscale (1 channel)"
         )
-
-    def gray(x: np.ndarray) -> np.ndarray:
-        return x[..., 0] if x.shape[-1] == 1 else x @ np.asarray(_GRAY)
 
     real_std = float(np.std(gray(r)))
     if real_std <= 1e-12:
