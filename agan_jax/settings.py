@@ -28,6 +28,8 @@ COMPILE_UNITS = ("auto", "update", "iteration", "rolled")
 GP_MODES = ("jvp", "double_grad")
 # loss.tv_reduction: the reductions of losses.total_variation.
 TV_REDUCTIONS = ("mean", "sum", "pytorch")
+# model.blend: how AGAN's generator (models/agan.py) proposes x_hat.
+BLENDS = ("convex", "residual")
 
 
 # Fields added after runs were first saved, each with the value that reproduces
@@ -36,6 +38,7 @@ TV_REDUCTIONS = ("mean", "sum", "pytorch")
 # field never makes a trained run unloadable. New fields go here too.
 ADDED_FIELDS: dict[str, Any] = {
     "model.warm_start": True,  # issue 12: every earlier run warm-started
+    "model.blend": "convex",  # issue 12: every earlier run blended as eq. 12
     "train.stage0_rec_noise": "fixed",  # issue 11: earlier runs kept one z*
     "data.fit": "",  # issue 14: earlier runs trained the image as loaded
     "train.models_per_call": 0,  # issue 14: how a folder groups (not a result)
@@ -172,6 +175,9 @@ class ModelSpec:
     # SinGAN/AGAN: a stage starts from the previous stage's weights where shapes
     # match (models/singan.py); False: fresh weights at every stage.
     warm_start: bool
+    # AGAN only: "convex", the paper's eq. 12 blend of G_A's tanh proposal;
+    # "residual" (an ablation), G_A's output added to the stage's input first.
+    blend: str
 
     def width(self, stage: int) -> int:
         """Number of features of every conv at `stage` (SinGAN's growth rule)."""
@@ -475,6 +481,7 @@ def _model_problems(p: Problems, m: ModelSpec) -> None:
         "an odd integer >= 1 (e.g. 3)",
     )
     p.int_at_least("model.train_depth", m.train_depth, 1)
+    p.choice("model.blend", m.blend, BLENDS)
     p.number("model.lr_scale", m.lr_scale, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     p.number(
         "model.leaky_slope", m.leaky_slope, lambda v: 0 <= v < 1, "a number in [0, 1)"

@@ -11,7 +11,8 @@ Look at runs/agan/stages/*.png (samples and attention maps after each stage).
 
 Ablations, one component each: --config.model.kind=singan (SinGAN's residual
 generator, this schedule and TV loss), --config.loss.tv_weight=0 (no TV),
---config.loss.tv_reduction=sum|pytorch, --config.model.warm_start=False; or
+--config.loss.tv_reduction=sum|pytorch, --config.model.warm_start=False,
+--config.model.blend=residual (G_A proposes x + tanh(G_A(...)), not the paper's); or
 python -m launch.compare --methods=agan3,agan3-no-attention,agan3-no-tv,...
 """
 

@@ -62,6 +62,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # from SinGAN's stage 0, G_B fresh); False: every stage from fresh weights
     # (an ablation). ConSinGAN always grows from the trained blocks.
     config.model.warm_start = True
+    # AGAN only: "convex" blends G_A's proposal x_hat = tanh(G_A(x + z)) into x as
+    # the paper's eq. 12 does; "residual" (an ablation, not the paper's) proposes
+    # x_hat = x + tanh(G_A(x + z)), so x' = x + C * tanh(G_A(x + z)).
+    config.model.blend = "convex"
     # ConSinGAN only (configs/consingan.py): blocks trained concurrently, their
     # learning-rate scale per block below the newest, mode, LeakyReLU slope.
     config.model.train_depth = 3

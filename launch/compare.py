@@ -22,6 +22,8 @@ the table's `run` column names it):
   no-attention  SinGAN's residual generator (model.kind=singan), keeping the
                 base's schedule and TV loss
   no-warm       every stage from fresh weights (model.warm_start=False)
+  res-blend     G_A proposes x + tanh(G_A(...)) instead of the paper's
+                tanh(G_A(...)) (model.blend=residual; not the paper's)
   geometric, cos, quad, circ   the pyramid schedule (pyramid.schedule)
 e.g. --methods=singan,agan3,agan3-no-tv,agan3-no-attention,singan-circ,agan3-no-warm
 
@@ -63,6 +65,7 @@ MODIFIERS: dict[str, tuple[str, str]] = {
     "tv-pytorch": ("tv", "PyTorch's TVLoss, 2 x mean (loss.tv_reduction=pytorch)"),
     "no-attention": ("generator", "SinGAN's residual generator (model.kind=singan)"),
     "no-warm": ("warm", "every stage from fresh weights (model.warm_start=False)"),
+    "res-blend": ("blend", "G_A's proposal x + tanh(G_A(..)) (model.blend=residual)"),
     **{s: ("schedule", f"the {s} pyramid (pyramid.schedule={s})") for s in SCHEDULES},
 }
 # Families whose stages honour model.warm_start (models/singan.py's StageModel);
@@ -160,6 +163,13 @@ def apply_modifier(config, modifier: str, method: str) -> None:
                 f"{config.model.kind} grows its generator from the trained blocks"
             )
         field, value = ("model", "warm_start"), False
+    elif modifier == "res-blend":
+        if config.model.kind != "agan":
+            raise UserError(
+                f"{method}: 'res-blend' changes AGAN's attention blend; this base "
+                f"trains model.kind={config.model.kind}"
+            )
+        field, value = ("model", "blend"), "residual"
     else:  # the TV modifiers
         if config.loss.tv_weight == 0:
             raise UserError(

@@ -60,6 +60,7 @@ def _changes(method: str, base: str) -> dict[str, object]:
         ("agan3-tv-pytorch", "agan3", {"loss.tv_reduction": "pytorch"}),
         ("agan3-no-attention", "agan3", {"model.kind": "singan"}),
         ("agan3-no-warm", "agan3", {"model.warm_start": False}),
+        ("agan3-res-blend", "agan3", {"model.blend": "residual"}),
         ("singan-no-warm", "singan", {"model.warm_start": False}),
         ("singan-circ", "singan", {"pyramid.schedule": "circ"}),
         ("agan3-cos", "agan3", {"pyramid.schedule": "cos"}),
@@ -107,6 +108,8 @@ def test_parse_method_reads_modifiers_in_order():
         ("agan3-circ", "changes nothing"),
         ("singan-geometric", "changes nothing"),
         ("consingan-no-warm", "'no-warm' applies to singan, agan"),
+        ("singan-res-blend", "'res-blend' changes AGAN's attention blend"),
+        ("agan3-no-attention-res-blend", "this base trains model.kind=singan"),
     ],
 )
 def test_bad_methods_are_user_errors(method, message):
@@ -117,7 +120,7 @@ def test_bad_methods_are_user_errors(method, message):
 def test_unknown_modifier_lists_the_valid_ones():
     with pytest.raises(UserError) as e:
         compare.parse_method("agan3-no-foo")
-    for modifier in ("no-tv", "tv-sum", "tv-pytorch", "no-attention", "no-warm"):
+    for modifier in compare.MODIFIERS:
         assert modifier in str(e.value)
     for schedule in ("geometric", "cos", "quad", "circ"):
         assert schedule in str(e.value)
@@ -180,6 +183,17 @@ def test_tv_reductions_match_numpy_references():
     # The three differ on a non-square image: pytorch is twice the mean.
     assert float(losses.total_variation(xj, "pytorch")) == pytest.approx(2 * mean)
     assert float(losses.total_variation(xj, "sum")) > 10 * mean
+
+
+def test_blend_setting_reaches_the_generator():
+    spec = _settings("agan3-res-blend").model
+    assert spec.blend == "residual"
+    assert families.of(spec).make_generator(spec, 1).blend == "residual"
+    assert _settings("agan3").model.blend == "convex"
+    config = compare.method_config("agan3", "tiny", BUNDLED_IMAGE, None)
+    config.model.blend = "additive"
+    with pytest.raises(UserError, match="model.blend.*must be one of convex, residual"):
+        settings.Settings.from_config(config)
 
 
 def test_every_tv_reduction_reads_and_runs():
@@ -276,11 +290,16 @@ def test_per_stage_rows(name, request):
     assert rows[0]["sample_std"] != pytest.approx(rows[-1]["sample_std"], rel=1e-6)
 
 
-def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run):
+@pytest.mark.parametrize("blend", ["convex", "residual"])
+def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run, blend):
     """AGAN's input x and proposal x_hat of each stage, as the diagnostics draw
     them, give back that stage's samples through eq. 12; the blend columns are
-    their diversities and their per-pixel correlation (NumPy reference)."""
+    their diversities and their per-pixel correlation (NumPy reference). With
+    model.blend=residual (the trained weights sampled as that generator), x_hat
+    is x + tanh(G_A(...)): within 1 of x, not of 0."""
     _, run = tiny_agan_run
+    convex = sampling.Sampler(run)
+    run = dataclasses.replace(run, spec=dataclasses.replace(run.spec, blend=blend))
     n, seed = 4, 3
     sampler = sampling.Sampler(run)
     rows = diagnostics.per_stage(sampler, num_samples=n, seed=seed)
@@ -295,7 +314,10 @@ def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run):
             for a in diagnostics.stage_proposals(sampler, key, s, below)
         )
         assert x.shape == x_hat.shape == (n, *run.sizes[s], 3)
-        assert np.all(np.abs(x_hat) <= 1.0)  # G_A ends in tanh
+        assert np.all(np.abs(x_hat) <= 1.0) or blend == "residual"  # tanh
+        if blend == "residual":  # the same weights' tanh proposal, added to x
+            _, tanh_part = diagnostics.stage_proposals(convex, key, s, below)
+            np.testing.assert_allclose(x_hat, x + np.asarray(tanh_part), atol=1e-5)
         c = np.asarray(maps[-1], np.float64)
         np.testing.assert_allclose(
             x_hat * c + x * (1.0 - c), np.asarray(images, np.float64), atol=1e-5

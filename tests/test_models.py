@@ -136,11 +136,14 @@ def test_attention_blend_against_numpy():
     np.testing.assert_array_equal(attention_blend(x_hat, np.zeros_like(c), prev), prev)
 
 
+@pytest.mark.parametrize("blend", ["convex", "residual"])
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "train"])
-def test_agan_generator_is_eq12_of_its_two_stacks(train):
+def test_agan_generator_is_eq12_of_its_two_stacks(train, blend):
+    """Eq. 12 from the two ConvStacks applied directly; model.blend=residual
+    proposes x_hat = prev + tanh(G_A(...)), so x' = prev + C tanh(G_A(...))."""
     prev, z = _inputs(4)
     amp = 0.3
-    gen = AGANGenerator(8, num_layers=5, kernel=3, batch_norm=True)
+    gen = AGANGenerator(8, num_layers=5, kernel=3, batch_norm=True, blend=blend)
     variables = _init_gen(gen, prev, z)
     assert set(variables["params"]) == {"G_A", "G_B"}
     # G_A sees the noisy input, G_B the clean previous image.
@@ -158,6 +161,8 @@ def test_agan_generator_is_eq12_of_its_two_stacks(train):
     for name, x in inputs.items():
         raw[name], stats[name] = _stack_out(variables, name, x, train=train)
     x_hat = np.tanh(np.asarray(raw["G_A"], np.float64))
+    if blend == "residual":
+        x_hat = np.asarray(prev, np.float64) + x_hat
     c_ref = 1.0 / (1.0 + np.exp(-np.asarray(raw["G_B"], np.float64)))
     expected = x_hat * c_ref + np.asarray(prev) * (1.0 - c_ref)
 

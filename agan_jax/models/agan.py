@@ -29,12 +29,20 @@ class AGANGenerator(StageStack):
     Returns (x_hat * C + prev * (1 - C), C), NHWC. G_A's proposal x_hat is sown
     into the `intermediates` collection (kept only when a caller makes that
     collection mutable, as the per-stage diagnostics do).
+
+    blend="convex" is the paper's eq. 10 (x_hat = tanh(G_A(...))); "residual", an
+    ablation that is not the paper's, proposes x_hat = prev + tanh(G_A(...)) as
+    SinGAN's generator does, so the blend is x' = prev + C * tanh(G_A(...)).
     """
+
+    blend: str = "convex"
 
     @nn.compact
     def __call__(self, prev, z, noise_amp, train: bool = False):
         g_a, g_b = self.stack(3, "G_A"), self.stack(3, "G_B")
         x_hat = jnp.tanh(g_a(pad_hw(prev + noise_amp * z, self.pad), train))
+        if self.blend == "residual":
+            x_hat = prev + x_hat
         c = nn.sigmoid(g_b(pad_hw(prev, self.pad), train))
         self.sow("intermediates", PROPOSAL, x_hat)
         return attention_blend(x_hat, c, prev), c
@@ -45,7 +53,7 @@ def make_generator(spec, stage: int) -> nn.Module:
     if stage == 0:
         return singan.make_generator(spec, stage)
     return AGANGenerator(
-        spec.width(stage), spec.num_layers, spec.kernel, spec.batch_norm
+        spec.width(stage), spec.num_layers, spec.kernel, spec.batch_norm, spec.blend
     )
 
 
