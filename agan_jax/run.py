@@ -64,4 +64,5 @@ class Run:
         """The real-image pyramid of the trained stages (needs the image)."""
         if self.real is None:
             raise UserError("this run holds no training image; re-train it")
-        return pyramid.build(jnp.asarray(self.real), self.sizes[: self.num_stages])
+        levels = pyramid.build(jnp.asarray(self.real), self.sizes)
+        return levels[: self.num_stages]

@@ -290,6 +290,19 @@ def test_per_stage_rows(name, request):
     assert rows[0]["sample_std"] != pytest.approx(rows[-1]["sample_std"], rel=1e-6)
 
 
+def test_per_stage_of_a_partially_trained_run(tiny_agan_run):
+    """A run stopped after 2 of its 3 stages (as while it trains) gets the first
+    2 rows of the whole run: each stage's real image resized from the image at
+    the finest size, not from a pyramid that ends at the last trained stage."""
+    _, run = tiny_agan_run
+    part = dataclasses.replace(
+        run, g_vars=run.g_vars[:2], noise_amps=run.noise_amps[:2]
+    )
+    assert not part.complete and len(part.reals()) == 2
+    rows = diagnostics.per_stage(part, num_samples=3, seed=1)
+    assert rows == diagnostics.per_stage(run, num_samples=3, seed=1)[:2]
+
+
 @pytest.mark.parametrize("blend", ["convex", "residual"])
 def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run, blend):
     """AGAN's input x and proposal x_hat of each stage, as the diagnostics draw
