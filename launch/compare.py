@@ -68,6 +68,15 @@ MODIFIERS: dict[str, tuple[str, str]] = {
     "res-blend": ("blend", "G_A's proposal x + tanh(G_A(..)) (model.blend=residual)"),
     **{s: ("schedule", f"the {s} pyramid (pyramid.schedule={s})") for s in SCHEDULES},
 }
+# Modifiers that change AGAN's generator: (field, value, what it does).
+AGAN_ONLY = {
+    "no-attention": (
+        ("model", "kind"),
+        "singan",
+        "swaps AGAN's attention generator for SinGAN's",
+    ),
+    "res-blend": (("model", "blend"), "residual", "changes AGAN's attention blend"),
+}
 # Families whose stages honour model.warm_start (models/singan.py's StageModel);
 # ConSinGAN grows its generator from the trained blocks.
 WARM_START_KINDS = ("singan", "agan")
@@ -149,13 +158,13 @@ def apply_modifier(config, modifier: str, method: str) -> None:
 
     if modifier in SCHEDULES:
         field, value = ("pyramid", "schedule"), modifier
-    elif modifier == "no-attention":
+    elif modifier in AGAN_ONLY:
+        field, value, what = AGAN_ONLY[modifier]
         if config.model.kind != "agan":
             raise UserError(
-                f"{method}: 'no-attention' swaps AGAN's attention generator for "
-                f"SinGAN's; this base trains model.kind={config.model.kind}"
+                f"{method}: {modifier!r} {what}; this base trains "
+                f"model.kind={config.model.kind}"
             )
-        field, value = ("model", "kind"), "singan"
     elif modifier == "no-warm":
         if config.model.kind not in WARM_START_KINDS:
             raise UserError(
@@ -163,13 +172,6 @@ def apply_modifier(config, modifier: str, method: str) -> None:
                 f"{config.model.kind} grows its generator from the trained blocks"
             )
         field, value = ("model", "warm_start"), False
-    elif modifier == "res-blend":
-        if config.model.kind != "agan":
-            raise UserError(
-                f"{method}: 'res-blend' changes AGAN's attention blend; this base "
-                f"trains model.kind={config.model.kind}"
-            )
-        field, value = ("model", "blend"), "residual"
     else:  # the TV modifiers
         if config.loss.tv_weight == 0:
             raise UserError(
