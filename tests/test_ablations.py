@@ -327,8 +327,9 @@ def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run, blend):
             for a in diagnostics.stage_proposals(sampler, key, s, below)
         )
         assert x.shape == x_hat.shape == (n, *run.sizes[s], 3)
-        assert np.all(np.abs(x_hat) <= 1.0) or blend == "residual"  # tanh
-        if blend == "residual":  # the same weights' tanh proposal, added to x
+        if blend == "convex":
+            assert np.all(np.abs(x_hat) <= 1.0)  # G_A ends in tanh
+        else:  # the same weights' tanh proposal, added to x
             _, tanh_part = diagnostics.stage_proposals(convex, key, s, below)
             np.testing.assert_allclose(x_hat, x + np.asarray(tanh_part), atol=1e-5)
         c = np.asarray(maps[-1], np.float64)

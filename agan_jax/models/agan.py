@@ -43,6 +43,10 @@ class AGANGenerator(StageStack):
         x_hat = jnp.tanh(g_a(pad_hw(prev + noise_amp * z, self.pad), train))
         if self.blend == "residual":
             x_hat = prev + x_hat
+        elif self.blend != "convex":
+            raise ValueError(
+                f"blend must be 'convex' or 'residual', got {self.blend!r}"
+            )
         c = nn.sigmoid(g_b(pad_hw(prev, self.pad), train))
         self.sow("intermediates", PROPOSAL, x_hat)
         return attention_blend(x_hat, c, prev), c
