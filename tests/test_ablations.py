@@ -310,11 +310,13 @@ def test_per_stage_blend_columns_rebuild_the_samples(tiny_agan_run, blend):
     their diversities and their per-pixel correlation (NumPy reference). With
     model.blend=residual (the trained weights sampled as that generator), x_hat
     is x + tanh(G_A(...)): within 1 of x, not of 0."""
-    _, run = tiny_agan_run
-    convex = sampling.Sampler(run)
-    run = dataclasses.replace(run, spec=dataclasses.replace(run.spec, blend=blend))
+    _, trained = tiny_agan_run
+    run = dataclasses.replace(
+        trained, spec=dataclasses.replace(trained.spec, blend=blend)
+    )
     n, seed = 4, 3
     sampler = sampling.Sampler(run)
+    convex = sampling.Sampler(trained) if blend == "residual" else None
     rows = diagnostics.per_stage(sampler, num_samples=n, seed=seed)
     key = jax.random.key(seed)
     reals = pyramid.build(jnp.asarray(run.real), run.sizes)

@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from agan_jax.models import singan
 from agan_jax.models.layers import StageStack, pad_hw
+from agan_jax.settings import BLENDS
 
 # AGAN(k) by pyramid schedule (AGAN eqs. 2-4).
 SCHEDULE_NAMES = {"cos": "AGAN(1)", "quad": "AGAN(2)", "circ": "AGAN(3)"}
@@ -41,12 +42,10 @@ class AGANGenerator(StageStack):
     def __call__(self, prev, z, noise_amp, train: bool = False):
         g_a, g_b = self.stack(3, "G_A"), self.stack(3, "G_B")
         x_hat = jnp.tanh(g_a(pad_hw(prev + noise_amp * z, self.pad), train))
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}")
         if self.blend == "residual":
             x_hat = prev + x_hat
-        elif self.blend != "convex":
-            raise ValueError(
-                f"blend must be 'convex' or 'residual', got {self.blend!r}"
-            )
         c = nn.sigmoid(g_b(pad_hw(prev, self.pad), train))
         self.sow("intermediates", PROPOSAL, x_hat)
         return attention_blend(x_hat, c, prev), c
