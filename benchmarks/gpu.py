@@ -57,7 +57,7 @@ from agan_jax import train
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.settings import Settings
-from agan_jax.train.loop import Stages, plan_stages
+from agan_jax.train.programs import Stages, plan_stages
 from benchmarks import common, references, stage, train_table
 
 PARTS = ("train", "flops", "memory", "peak", "sampling", "first_sample")

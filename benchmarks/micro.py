@@ -19,7 +19,7 @@ import jax
 from agan_jax import losses
 from agan_jax.models import families
 from agan_jax.train import updates
-from agan_jax.train.loop import Stages, compile_stage, plan_stages
+from agan_jax.train.programs import Stages, compile_stage, plan_stages
 from benchmarks import common, references, stage
 from benchmarks.stage import Size
 
@@ -123,7 +123,7 @@ def stage_compile_s(
     **values: Any,
 ) -> float:
     """Seconds to compile one stage's programs (init, runner, reconstruction
-    input) from abstract shapes as training does (`train.loop.compile_stage`),
+    input) from abstract shapes as training does (`train.programs.compile_stage`),
     persistent cache off, no sample-grid sampler."""
     base = common.settings_of(stage.MICRO_CONFIG)
     settings = stage.with_fields(

@@ -122,7 +122,7 @@ def build_stage(
     sizes = [tuple(s) for s in sizes]
     opts = ts.compiler_options
 
-    def compiled(fn, *args):  # as train.loop.compile_stage compiles them
+    def compiled(fn, *args):  # as train.programs.compile_stage compiles them
         return fn.lower(*args).compile(compiler_options=opts)(*args)
 
     key = jax.random.key(seed)

@@ -30,7 +30,8 @@ from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.train import many
 from agan_jax.train.group import Models, model_mesh
-from agan_jax.train.loop import Stages, fit_image, prepare_image, stage_key
+from agan_jax.train.loop import fit_image, prepare_image, stage_key
+from agan_jax.train.programs import Stages
 from tests.conftest import (
     BUNDLED_IMAGE,
     ROOT,

@@ -237,7 +237,7 @@ def test_diverged_later_stage_names_saved_stages(
     real_run_stage = loop.run_stage
 
     def nan_at_stage_2(state, data, *args, **kw):
-        if args[2] == 2:  # (runners, ts, stage, ...)
+        if args[2].stage == 2:  # (runners, ts, log, ...)
             data = data.replace(real=data.real.at[0, 0, 0].set(jnp.nan))
         return real_run_stage(state, data, *args, **kw)
 

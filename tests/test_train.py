@@ -18,7 +18,13 @@ from agan_jax.models import families
 from agan_jax.settings import ModelSpec, Settings, TrainSettings
 from agan_jax.state import StageData
 from agan_jax.train.loop import noise_amp, stage_key
-from agan_jax.train.runner import make_runner, resolve_compile_unit, run_stage
+from agan_jax.train.metrics import JsonlWriter
+from agan_jax.train.runner import (
+    StageLog,
+    make_runner,
+    resolve_compile_unit,
+    run_stage,
+)
 from agan_jax.train.updates import make_stage_fns
 from tests.conftest import loss_settings, model_spec, tiny_config, train_settings
 
@@ -203,9 +209,8 @@ def test_nonfinite_loss_stops_with_stage_and_iteration(tmp_path):
     data = data.replace(real=data.real.at[0, 0, 0].set(jnp.nan))
     with pytest.raises(train.TrainingDiverged, match=r"stage 0, iteration 2"):
         runners = make_runner(fns, ts, state, data)
-        run_stage(
-            state, data, runners, ts, 0, 1, SIZES[0], str(tmp_path / "m.jsonl"), False
-        )
+        log = StageLog(0, 1, SIZES[0], [JsonlWriter(str(tmp_path / "m.jsonl"))], [None])
+        run_stage(state, data, runners, ts, log, False)
 
 
 def test_resume_equals_uninterrupted(tiny_agan_run, tmp_path):

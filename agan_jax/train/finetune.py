@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +21,10 @@ from agan_jax.models import families
 from agan_jax.run import Run
 from agan_jax.settings import Settings
 from agan_jax.state import StageData
-from agan_jax.train.loop import PlotPolicy, Stages, stage_key
+from agan_jax.train.loop import PlotPolicy, stage_key
 from agan_jax.train.metrics import make_writer
-from agan_jax.train.runner import make_runner, run_stage
+from agan_jax.train.programs import Stages
+from agan_jax.train.runner import StageLog, make_runner, run_stage
 
 # fold_in constant: fine-tuning's key stream differs from training's.
 FINE_TUNE_KEY = 30_000
@@ -52,36 +54,7 @@ def fine_tune(
     Returns:
       The fine-tuned Run (loaded from `out_workdir`).
     """
-    src = checkpoint.RunStore(workdir)
-    meta = src.read_metadata()
-    run = src.load_run()
-    src.close()
-    run_settings = Settings.from_config(meta["config"])
-    family = families.of(run_settings.model)
-    if not family.can_finetune:
-        raise UserError(
-            f"{workdir} holds a {family.kind} run; fine-tuning is for ConSinGAN runs "
-            "(train one with --config=configs/consingan.py:harmonization)"
-        )
-    num_stages = len(run.sizes)
-    if run.num_stages < num_stages:
-        raise UserError(
-            f"{workdir} has {run.num_stages} of {num_stages} stages trained; finish "
-            "training first (re-run python -m launch.train with the same --workdir)"
-        )
-    if int(iters) < 1:
-        raise UserError(f"fine-tuning needs at least 1 iteration, got {iters}")
-    settings = run_settings if config is None else families.settings_from_config(config)
-    settings = dataclasses.replace(
-        settings,
-        model=run_settings.model,
-        train=dataclasses.replace(settings.train, iters=int(iters)),
-    )
-    sizes = [tuple(hw) for hw in run.sizes]
-    naive = image_io.load_image(image_io.resolve_path(naive_image_path), flag="--naive")
-    naive = jnp.clip(pyramid.resize(jnp.asarray(naive), sizes[-1]), -1.0, 1.0)
-    source = jnp.clip(pyramid.resize(naive, sizes[0]), -1.0, 1.0)
-
+    job = FineTune.read(config, workdir, naive_image_path, iters)
     out = os.path.abspath(out_workdir or workdir.rstrip("/") + "_finetuned")
     out_lock = run_lock.RunLock(out, "fine-tuning")
     _check_new_dir(out)
@@ -90,27 +63,168 @@ def fine_tune(
         out_lock.release()
         _check_new_dir(out)
     try:
-        return _fine_tune_into(
-            src,
-            meta,
-            run,
-            settings,
-            family,
-            sizes,
-            naive,
-            source,
-            naive_image_path,
-            iters,
-            workdir,
-            out,
-            progress,
-        )
+        job.copy_run(out)
+        return job.train_into(out, progress)
     except BaseException:
         # `out` holds nothing that is not in the trained run: leave no half copy.
         shutil.rmtree(out, ignore_errors=True)
         raise
     finally:
         out_lock.release()
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """A checked fine-tuning request: the trained run, the settings to train
+    with, and the naive image at the finest and the coarsest stage size."""
+
+    workdir: str
+    meta: dict
+    run: Run
+    settings: Settings
+    family: Any
+    naive: jax.Array
+    source: jax.Array
+    naive_image_path: str
+    iters: int
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return [tuple(hw) for hw in self.run.sizes]
+
+    @classmethod
+    def read(cls, config, workdir: str, naive_image_path: str, iters: int):
+        """Reads and checks the run and the naive image (UserError naming the
+        fix): a trained ConSinGAN-like run, at least one iteration."""
+        src = checkpoint.RunStore(workdir)
+        meta = src.read_metadata()
+        run = src.load_run()
+        src.close()
+        run_settings = Settings.from_config(meta["config"])
+        family = families.of(run_settings.model)
+        if not family.can_finetune:
+            raise UserError(
+                f"{workdir} holds a {family.kind} run; fine-tuning is for ConSinGAN "
+                "runs (train one with --config=configs/consingan.py:harmonization)"
+            )
+        if run.num_stages < len(run.sizes):
+            raise UserError(
+                f"{workdir} has {run.num_stages} of {len(run.sizes)} stages trained; "
+                "finish training first (re-run python -m launch.train with the same "
+                "--workdir)"
+            )
+        if int(iters) < 1:
+            raise UserError(f"fine-tuning needs at least 1 iteration, got {iters}")
+        settings = run_settings
+        if config is not None:
+            settings = families.settings_from_config(config)
+        train = dataclasses.replace(settings.train, iters=int(iters))
+        settings = dataclasses.replace(settings, model=run_settings.model, train=train)
+        sizes = [tuple(hw) for hw in run.sizes]
+        path = image_io.resolve_path(naive_image_path)
+        naive = jnp.asarray(image_io.load_image(path, flag="--naive"))
+        naive = jnp.clip(pyramid.resize(naive, sizes[-1]), -1.0, 1.0)
+        source = jnp.clip(pyramid.resize(naive, sizes[0]), -1.0, 1.0)
+        return cls(
+            src.workdir,
+            meta,
+            run,
+            settings,
+            family,
+            naive,
+            source,
+            naive_image_path,
+            int(iters),
+        )
+
+    def copy_run(self, out: str) -> None:
+        """Copies the run into `out` (not its logs, samples or reports) without the
+        last stage's checkpoint; run.json records the fine-tuning."""
+        last = len(self.sizes) - 1
+        ignore = shutil.ignore_patterns(
+            "stages",
+            "samples",
+            "metrics.jsonl",
+            "events.out.tfevents.*",
+            os.path.dirname(plots.LOSSES_PNG),
+            "report.html",
+            run_lock.LOCK_FILE,
+        )
+        shutil.copytree(self.workdir, out, ignore=ignore, dirs_exist_ok=True)
+        shutil.rmtree(os.path.join(out, "checkpoints", str(last)))
+        meta = dict(self.meta)
+        meta["fine_tune"] = {
+            "from": self.run.workdir,
+            "naive_image": str(self.naive_image_path),
+            "iters": self.iters,
+            "stage": last,
+        }
+        with open(os.path.join(out, "run.json"), "w") as f:
+            json.dump(meta, f, indent=2)
+
+    def stage_inputs(self):
+        """(fns, state, data, z*) of the last stage, warm-started from its
+        trained variables, with the naive image as the head's input."""
+        settings, run, sizes = self.settings, self.run, self.sizes
+        last = len(sizes) - 1
+        old = checkpoint.RunStore(self.workdir)
+        trained = old.load_stage(last)
+        old.close()
+        to_jnp = functools.partial(jax.tree.map, jnp.asarray)
+        fns = Stages(self.family, settings, sizes).fns(last, finetune=True)
+        key = jax.random.fold_in(stage_key(settings.seed, last), FINE_TUNE_KEY)
+        g_vars, d_vars = to_jnp(trained["g_vars"]), to_jnp(trained["d_vars"])
+        state = fns.init_state(key, g_vars, d_vars)
+        real = pyramid.build(jnp.asarray(run.real), sizes)[last]
+        amps = jnp.asarray(run.noise_amps, jnp.float32)
+        z_rec = jnp.asarray(run.z_rec)
+        lower = tuple(run.g_vars[:last])
+        rec_inputs, _ = fns.prepare(state.g_vars, lower, amps[:last], z_rec, real)
+        data = StageData(
+            real=real,
+            amps=amps,
+            rec_inputs=rec_inputs,
+            lower_vars=lower,
+            source=self.source,
+        )
+        return fns, state, data, z_rec
+
+    def train_into(self, out: str, progress: bool) -> Run:
+        """Trains the last stage again and saves it into `out`."""
+        settings, ts, sizes = self.settings, self.settings.train, self.sizes
+        last = len(sizes) - 1
+        t0 = time.time()
+        fns, state, data, z_rec = self.stage_inputs()
+        runners = make_runner(fns, ts, state, data)
+        compile_s = time.time() - t0
+        amp = float(self.run.noise_amps[last])
+        writer = make_writer(out, settings.log)
+        log = StageLog(
+            last,
+            len(sizes),
+            sizes[last],
+            [writer],
+            [amp],
+            lambda_gp=settings.loss.lambda_gp,
+        )
+        try:
+            state, train_s = run_stage(state, data, runners, ts, log, progress)
+            store = checkpoint.RunStore(out)
+            store.save_stage(last, state, z_rec, amp, sizes[last])
+            store.close()
+            writer.record(
+                {
+                    "event": "fine_tune_done",
+                    "stage": last,
+                    "iters": self.iters,
+                    "compile_s": round(compile_s, 3),
+                    "train_s": round(train_s, 3),
+                }
+            )
+        finally:
+            writer.close()
+            PlotPolicy(out).draw(force=True)
+        return checkpoint.load_run(out)
 
 
 def _check_new_dir(out: str) -> None:
@@ -126,95 +240,3 @@ def _check_new_dir(out: str) -> None:
     raise UserError(
         f"{out} already exists; pass another output directory (--out) or delete it"
     )
-
-
-def _fine_tune_into(
-    src,
-    meta,
-    run,
-    settings,
-    family,
-    sizes,
-    naive,
-    source,
-    naive_image_path,
-    iters,
-    workdir,
-    out,
-    progress,
-) -> Run:
-    """`fine_tune` once `out` is made and locked."""
-    ts = settings.train
-    num_stages = len(sizes)
-    last = num_stages - 1
-    ignore = shutil.ignore_patterns(
-        "stages",
-        "samples",
-        "metrics.jsonl",
-        "events.out.tfevents.*",
-        os.path.dirname(plots.LOSSES_PNG),
-        "report.html",
-        run_lock.LOCK_FILE,
-    )
-    shutil.copytree(src.workdir, out, ignore=ignore, dirs_exist_ok=True)
-    shutil.rmtree(os.path.join(out, "checkpoints", str(last)))
-    meta["fine_tune"] = {
-        "from": src.workdir,
-        "naive_image": str(naive_image_path),
-        "iters": int(iters),
-        "stage": last,
-    }
-    with open(os.path.join(out, "run.json"), "w") as f:
-        json.dump(meta, f, indent=2)
-
-    old = checkpoint.RunStore(workdir)
-    trained = old.load_stage(last)
-    old.close()
-    to_jnp = functools.partial(jax.tree.map, jnp.asarray)
-    fns = Stages(family, settings, sizes).fns(last, finetune=True)
-    key = jax.random.fold_in(stage_key(settings.seed, last), FINE_TUNE_KEY)
-    t0 = time.time()
-    state = fns.init_state(key, to_jnp(trained["g_vars"]), to_jnp(trained["d_vars"]))
-    real = pyramid.build(jnp.asarray(run.real), sizes)[last]
-    amps = jnp.asarray(run.noise_amps, jnp.float32)
-    z_rec = jnp.asarray(run.z_rec)
-    lower = tuple(run.g_vars[:last])
-    rec_inputs, _ = fns.prepare(state.g_vars, lower, amps[:last], z_rec, real)
-    data = StageData(
-        real=real, amps=amps, rec_inputs=rec_inputs, lower_vars=lower, source=source
-    )
-    runners = make_runner(fns, ts, state, data)
-    compile_s = time.time() - t0
-    metrics_path = os.path.join(out, "metrics.jsonl")
-    writer = make_writer(out, settings.log)
-    try:
-        state, train_s = run_stage(
-            state,
-            data,
-            runners,
-            ts,
-            last,
-            num_stages,
-            sizes[last],
-            metrics_path,
-            progress,
-            writer=writer,
-            noise_amp=float(run.noise_amps[last]),
-            lambda_gp=settings.loss.lambda_gp,
-        )
-        store = checkpoint.RunStore(out)
-        store.save_stage(last, state, z_rec, float(run.noise_amps[last]), sizes[last])
-        store.close()
-        writer.record(
-            {
-                "event": "fine_tune_done",
-                "stage": last,
-                "iters": int(iters),
-                "compile_s": round(compile_s, 3),
-                "train_s": round(train_s, 3),
-            }
-        )
-    finally:
-        writer.close()
-        PlotPolicy(out).draw(force=True)
-    return checkpoint.load_run(out)

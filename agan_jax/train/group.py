@@ -101,6 +101,11 @@ class Models:
         out = jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
         return out if self.sharding is None else jax.device_put(out, self.sharding)
 
+    def map(self, fn) -> Any:
+        """fn(i) of every real model i, held as this Models holds trees: how the
+        loop builds a batched input in one call."""
+        return self.stack([fn(i) for i in range(self.count)])
+
     def repeat(self, tree) -> Any:
         """The same tree for every model."""
         return self.stack([tree] * self.count)

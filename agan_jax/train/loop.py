@@ -19,7 +19,6 @@ import functools
 import logging
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,23 +27,25 @@ import numpy as np
 from agan_jax import checkpoint, image_io, plots, pyramid
 from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
-from agan_jax.memory import forget_compiled, release_free_memory, resident_mib
+from agan_jax.memory import forget_compiled, resident_mib
 from agan_jax.models import families
-from agan_jax.models.family import Family
 from agan_jax.run import Run
-from agan_jax.sampling import make_sampler
 from agan_jax.settings import DataSettings, Settings, config_to_dict
 from agan_jax.state import StageData
 from agan_jax.train.group import Models
 from agan_jax.train.log import (
     drop_records,
-    grid_batch,
-    make_reconstructor,
     write_stage_images,
 )
 from agan_jax.train.metrics import make_writer
-from agan_jax.train.runner import TrainingDiverged, make_runner, run_stage
-from agan_jax.train.updates import StageFns, make_stage_fns, resolve_rule
+from agan_jax.train.programs import (
+    StagePrograms,
+    Stages,
+    compile_stage,
+    plan_stages,
+)
+from agan_jax.train.runner import StageLog, TrainingDiverged, run_stage
+from agan_jax.train.updates import resolve_rule
 
 
 def stage_key(seed: int, stage: int) -> jax.Array:
@@ -89,150 +90,6 @@ def noise_amp(ls, rmse) -> float:
     the RMSE of the real image against the reconstruction entering the stage (in
     float64 on the host, as SinGAN computes it)."""
     return 1.0 if rmse is None else ls.noise_amp_base * float(rmse)
-
-
-def abstract(tree):
-    """ShapeDtypeStructs of every leaf of a tree (None stays None)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
-
-
-@dataclasses.dataclass(frozen=True)
-class StagePlan:
-    """One stage's functions and the abstract shapes of its programs' arguments."""
-
-    fns: StageFns
-    state: Any  # StageState of ShapeDtypeStructs
-    data: StageData  # of ShapeDtypeStructs
-    init_args: tuple  # (key, prev_g, prev_d)
-    prepare_args: tuple  # (g_vars, lower_vars, lower_amps, z_rec, real)
-
-
-@dataclasses.dataclass(frozen=True)
-class Stages:
-    """What every stage of one run shares: its family, settings and sizes."""
-
-    family: Family
-    settings: Settings
-    sizes: list[tuple[int, int]]
-
-    def fns(self, stage: int, finetune: bool = False) -> StageFns:
-        s = self.settings
-        return make_stage_fns(
-            self.family,
-            s.model,
-            self.sizes,
-            stage,
-            s.train,
-            s.loss,
-            s.augment,
-            finetune,
-        )
-
-
-def plan_stages(stages: Stages, first: int, last: int, prev_g, prev_d, lower, z_rec):
-    """Abstract shapes of stages first..last, before anything trains.
-
-    Args:
-      prev_g, prev_d: variables (or shapes) of stage first-1, None at stage 0.
-      lower: generator variables (or shapes) of stages < first.
-      z_rec: the stage-0 reconstruction input (None before stage 0 trained).
-    Returns:
-      {stage: StagePlan}.
-    """
-    spec, sizes, seed = stages.settings.model, stages.sizes, stages.settings.seed
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    f32 = jnp.float32
-    prev_g, prev_d, z_rec = abstract(prev_g), abstract(prev_d), abstract(z_rec)
-    lower = [abstract(v) for v in lower]
-    source = jax.ShapeDtypeStruct((*sizes[0], 3), f32)
-    plan = {}
-    for s in range(first, last + 1):
-        fns = stages.fns(s)
-        state = jax.eval_shape(fns.init_state, key, prev_g, prev_d)
-        if z_rec is None:
-            rec0 = functools.partial(stages.family.stage0_rec, spec, seed, sizes)
-            z_rec = jax.eval_shape(rec0, state.g_vars, source)
-        real = jax.ShapeDtypeStruct((*sizes[s], 3), f32)
-        prep_args = (state.g_vars, tuple(lower), jax.ShapeDtypeStruct((s,), f32))
-        prep_args += (z_rec, real)
-        rec_inputs, _ = jax.eval_shape(fns.prepare, *prep_args)
-        data = StageData(
-            real=real,
-            amps=jax.ShapeDtypeStruct((s + 1,), f32),
-            rec_inputs=rec_inputs,
-            lower_vars=tuple(lower),
-            source=source,
-        )
-        plan[s] = StagePlan(fns, state, data, (key, prev_g, prev_d), prep_args)
-        lower.append(state.g_vars)
-        prev_g, prev_d = state.g_vars, state.d_vars
-    return plan
-
-
-@dataclasses.dataclass(frozen=True)
-class StagePrograms:
-    """The compiled programs of one stage."""
-
-    fns: StageFns
-    init: Any  # init_state(key, prev_g_vars, prev_d_vars)
-    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, rmse)
-    runners: dict  # iterations per call -> compiled runner (runner.make_runner)
-    sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
-    # Compile seconds by part: 'setup' (init + prepare), 'runners', 'grid'.
-    compile_parts: dict
-    reconstruct: Any = None  # (g_vars 0..s, amps, z_rec) -> image, with `sampler`
-
-    @property
-    def compile_s(self) -> float:
-        return sum(self.compile_parts.values())
-
-
-def compile_stage(
-    stages: Stages, s: int, plan: StagePlan, models: Models | None = None
-) -> StagePrograms:
-    """Compiles one stage's programs from abstract shapes (in a worker thread).
-
-    `models`: how the loop holds its models (group.Models; default one,
-    unbatched). Training programs run over the model axis; the stage grid's
-    sampler and reconstruction take one model (called once per model).
-    """
-    t0 = time.time()
-    models = models or Models()
-    ts = stages.settings.train
-    opts = ts.compiler_options
-    fns, b = models.fns(plan.fns), models.abstract
-    # init_state is called once per model (group.Models.each).
-    init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
-    prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
-    t1 = time.time()
-    runners = make_runner(
-        fns, ts, b(plan.state), b(plan.data), s, stages.family.fuse_min_pixels
-    )
-    t2 = time.time()
-    sampler = reconstruct = None
-    if ts.stage_samples > 0:
-        f = make_sampler(
-            stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
-        )
-        # In calls of grid_batch samples (1 on CPU): the whole grid in one call
-        # added 218 MiB to peak RSS at ConSinGAN's 97x128 stage (issue 13).
-        batch = grid_batch(ts.stage_samples)
-        keys = jax.ShapeDtypeStruct((batch,), jax.random.key(0).dtype)
-        amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
-        variables = (*plan.data.lower_vars, plan.state.g_vars)
-        base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
-        sampler = (
-            jax.jit(f).lower(keys, variables, amps, base).compile(compiler_options=opts)
-        )
-        rec = make_reconstructor(stages.settings.model, stages.sizes, s + 1)
-        z_rec = plan.prepare_args[3]
-        reconstruct = (
-            jax.jit(rec).lower(variables, amps, z_rec).compile(compiler_options=opts)
-        )
-    t3 = time.time()
-    release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
-    parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
-    return StagePrograms(fns, init, prepare, runners, sampler, parts, reconstruct)
 
 
 class PlotPolicy:
@@ -388,6 +245,252 @@ def train_settings(
     return checkpoint.load_run(workdir) if trained else None
 
 
+class StageLoop:
+    """The state of one stage loop over a group of members (a single run is a
+    group of one): the trained part of their pyramids, held over the model axis
+    (`models`, group.Models), their writers and plots, and the compile worker.
+    Each method is one step of `train_members`."""
+
+    def __init__(self, members: list[Member], last: int, models: Models):
+        self.members, self.last, self.models = members, last, models
+        lead = members[0]
+        self.settings, self.sizes = lead.settings, lead.sizes
+        self.family = families.of(lead.settings.model)
+        self.stages = Stages(self.family, self.settings, self.sizes)
+        self.first = self.saved = self.resume()
+        self.reals = [pyramid.build(jnp.asarray(m.image), self.sizes) for m in members]
+        self.writers = [make_writer(m.workdir, self.settings.log) for m in members]
+        self.plotters = [PlotPolicy(m.workdir) for m in members]
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="compile"
+        )
+        self.futures: dict[int, concurrent.futures.Future] = {}
+        self.t_run = time.time()
+
+    def resume(self) -> int:
+        """Loads the members' saved stages (the same count for all); returns it.
+        Drops metrics.jsonl records of the stages to train again."""
+        models, num_stages = self.models, len(self.sizes)
+        counts = set()
+        for m in self.members:
+            m.store.check_or_write_metadata(m.meta, m.image)
+            counts.add(len(m.store.finished_stages(num_stages)))
+        if len(counts) != 1:
+            raise ValueError("a group's members must have the same stages saved")
+        (done,) = counts
+        for m in self.members:  # a killed attempt's records would appear twice
+            drop_records(os.path.join(m.workdir, "metrics.jsonl"), done)
+        runs = [m.store.load_run(upto=done) for m in self.members] if done else []
+        self.g_list = [models.stack([r.g_vars[s] for r in runs]) for s in range(done)]
+        self.amps = [[float(a) for a in r.noise_amps] for r in runs] or [
+            [] for _ in self.members
+        ]
+        self.z_rec = (
+            models.stack([jnp.asarray(r.z_rec) for r in runs]) if runs else None
+        )
+        d = [m.store.load_d_vars(done - 1) for m in self.members] if done else None
+        self.prev_d = models.stack(d) if d else None
+        return done
+
+    def plan(self) -> None:
+        """Abstract shapes of every stage to train (programs.plan_stages)."""
+        one = functools.partial(self.models.take, i=0)
+        self.planned = plan_stages(
+            self.stages,
+            self.first,
+            self.last,
+            one(self.g_list[-1] if self.g_list else None),
+            one(self.prev_d),
+            [one(g) for g in self.g_list],
+            one(self.z_rec),
+        )
+
+    def submit(self, s: int) -> None:
+        self.futures[s] = self.pool.submit(
+            compile_stage, self.stages, s, self.planned[s], self.models
+        )
+
+    def programs(self, s: int) -> tuple[StagePrograms, float]:
+        """Stage s's compiled programs and the seconds waited for them; with
+        `train.compile_ahead` stage s+1 then compiles while s trains."""
+        t0, ahead = time.time(), self.settings.train.compile_ahead
+        if s not in self.futures:  # the first stage, or compile_ahead=False:
+            # compile now, the stage below's programs and JAX's caches released.
+            if s > self.first:
+                forget_compiled()
+            self.submit(s)
+        # Popped: a finished stage's programs are freed once the next begins.
+        progs = self.futures.pop(s).result()
+        wait_s = time.time() - t0
+        if s > self.first and ahead:
+            # The worker is idle: drop what the stages before kept in JAX's
+            # caches (their eager ops' programs; docs/performance.md, "Memory").
+            forget_compiled()
+        if s < self.last and ahead:
+            self.submit(s + 1)
+        return progs, wait_s
+
+    def stage_inputs(self, s: int, progs: StagePrograms):
+        """(state, data, noise amplitudes) of stage s: init or warm start, z*
+        at stage 0, the reconstruction input and each member's noise amplitude."""
+        models, spec, seed = self.models, self.settings.model, self.settings.seed
+        prev_g = self.g_list[-1] if self.g_list else None
+        key = models.repeat(stage_key(seed, s))
+        state = models.each(progs.init, key, prev_g, self.prev_d)
+        g_vars = models.field(state, "g_vars")
+        if self.z_rec is None:
+            stage0 = functools.partial(self.family.stage0_rec, spec, seed, self.sizes)
+            z = [
+                stage0(g, r[0])
+                for g, r in zip(models.split(g_vars), self.reals, strict=True)
+            ]
+            self.z_rec = models.stack(z)
+        lower = models.map(lambda i: tuple(models.take(g, i) for g in self.g_list))
+        lower_amps = models.map(
+            lambda i: jnp.asarray(self.amps[i], jnp.float32).reshape(s)
+        )
+        real = models.map(lambda i: self.reals[i][s])
+        rec_inputs, rmse = models.call(
+            progs.prepare, g_vars, lower, lower_amps, self.z_rec, real
+        )
+        new = [
+            noise_amp(
+                self.settings.loss, None if rmse is None else models.take(rmse, i)
+            )
+            for i in range(models.count)
+        ]
+        data = models.map(
+            lambda i: StageData(
+                real=self.reals[i][s],
+                amps=jnp.asarray([*self.amps[i], new[i]], jnp.float32),
+                rec_inputs=models.take(rec_inputs, i),
+                lower_vars=models.take(lower, i),
+                source=self.reals[i][0],
+            )
+        )
+        return state, data, new
+
+    def train(self, s: int, progs: StagePrograms, state, data, amps, progress: bool):
+        """Runs stage s's iterations; returns (state, seconds)."""
+        models, ts = self.models, self.settings.train
+        log = StageLog(
+            stage=s,
+            num_stages=len(self.sizes),
+            hw=self.sizes[s],
+            writers=self.writers,
+            noise_amps=amps,
+            names=[m.name for m in self.members],
+            lambda_gp=self.settings.loss.lambda_gp,
+            model_axis=models.batched,
+        )
+        runners = {n: models.runner(r) for n, r in progs.runners.items()}
+        try:
+            return run_stage(state, data, runners, ts, log, progress)
+        except TrainingDiverged as e:
+            advice = diverged_advice(e, self.settings, self.members[0].workdir, s)
+            raise TrainingDiverged(advice, e.stage, e.iteration) from None
+
+    def save(self, s: int, progs: StagePrograms, state, amps: list[float]) -> None:
+        """Adds stage s to the pyramid and saves it in every member's directory."""
+        models = self.models
+        if progs.fns.rec_draw is not None:
+            # 'redraw' (official SinGAN): the last iteration's map is z*; the
+            # (lower, noise) inputs of the families that train with 'singan'.
+            draw = functools.partial(
+                progs.fns.rec_draw, i=self.settings.train.iters - 1
+            )
+            self.z_rec = models.call(draw, models.field(state, "key"))[1]
+        self.g_list.append(models.field(state, "g_vars"))
+        for a, n in zip(self.amps, amps, strict=True):
+            a.append(n)
+        self.prev_d = models.field(state, "d_vars")
+        for i, m in enumerate(self.members):
+            one = models.take(state, i)
+            try:
+                m.store.save_stage(
+                    s, one, models.take(self.z_rec, i), amps[i], self.sizes[s]
+                )
+            except OSError as e:
+                raise UserError(
+                    f"could not save stage {s} to {m.store.ckpt_dir} "
+                    f"({e.strerror or e}); {checkpoint.saved_phrase(self.saved)} "
+                    "and intact. Free space on that disk (or fix its permissions) "
+                    f"and re-run the same command to resume at stage {s}"
+                ) from e
+        self.saved = s + 1
+
+    def log(self, s: int, progs: StagePrograms, amps, seconds: dict) -> None:
+        """Stage s's stage_done record, sample grids and loss plots per member.
+        `seconds`: 'start' (wall time the stage began), 'wait', 'train'."""
+        ts, models = self.settings.train, self.models
+        record = stage_record(s, self.sizes[s], progs, ts.iters, seconds)
+        if models.batched:
+            record["models"] = models.count
+        for i, (m, writer) in enumerate(zip(self.members, self.writers, strict=True)):
+            writer.record({**record, "noise_amp": amps[i]})
+            if progs.sampler is not None:
+                g_i = [models.take(g, i) for g in self.g_list]
+                z_i = models.take(self.z_rec, i)
+                amps_i = jnp.asarray(self.amps[i], jnp.float32)
+                write_stage_images(
+                    progs.sampler,
+                    ts.stage_samples,
+                    self.settings.seed,
+                    g_i,
+                    self.amps[i],
+                    m.workdir,
+                    s,
+                    self.reals[i][s],
+                    writer=writer,
+                    reconstruction=progs.reconstruct(tuple(g_i), amps_i, z_i),
+                    step=ts.iters,
+                )
+            writer.flush()
+            if s < self.last:
+                self.plotters[i].draw()
+
+    def finish(self) -> None:
+        """Closes the members' stores; a run_done record when a stage trained."""
+        for m, writer in zip(self.members, self.writers, strict=True):
+            m.store.close()
+            if self.last >= self.first:
+                seconds = round(time.time() - self.t_run, 3)
+                stages = len(self.g_list)
+                writer.record(
+                    {"event": "run_done", "stages": stages, "seconds": seconds}
+                )
+
+    def close(self, interrupted: bool) -> None:
+        """Stops the compile worker, closes the writers and draws the plots."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for writer, plotter in zip(self.writers, self.plotters, strict=True):
+            writer.close()
+            if not interrupted and (
+                self.last >= self.first or not os.path.exists(plotter.path)
+            ):
+                plotter.draw(force=True)
+
+
+def stage_record(s: int, size, progs: StagePrograms, iters: int, seconds: dict) -> dict:
+    """The stage_done record of metrics.jsonl: sizes, compile and train seconds,
+    iterations per second and the process's memory."""
+    record = {
+        "event": "stage_done",
+        "stage": s,
+        "size": list(size),
+        "compile_s": round(progs.compile_s, 3),
+        **{f"compile_{k}_s": round(v, 3) for k, v in progs.compile_parts.items()},
+        "compile_wait_s": round(seconds["wait"], 3),
+        "train_s": round(seconds["train"], 3),
+        "stage_s": round(time.time() - seconds["start"], 3),
+        "iters_per_s": round(iters / max(seconds["train"], 1e-9), 3),
+    }
+    resident = resident_mib()
+    if resident is not None:
+        record["rss_mib"], record["peak_rss_mib"] = map(round, resident)
+    return record
+
+
 def train_members(
     members: list[Member],
     last: int,
@@ -402,231 +505,24 @@ def train_members(
     one vmap'd program over a model axis), each member saved and logged as its
     own run. Returns whether any stage is saved.
     """
-    models = models or Models()
-    lead = members[0]
-    settings, sizes, family = (
-        lead.settings,
-        lead.sizes,
-        families.of(lead.settings.model),
-    )
-    ts, seed, spec = settings.train, settings.seed, settings.model
-    stages = Stages(family, settings, sizes)
-    num_stages = len(sizes)
-    done = None
-    for m in members:
-        m.store.check_or_write_metadata(m.meta, m.image)
-        finished = m.store.finished_stages(num_stages)
-        if done is not None and len(finished) != done:
-            raise ValueError("a group's members must have the same stages saved")
-        done = len(finished)
-    reals = [pyramid.build(jnp.asarray(m.image), sizes) for m in members]
-    runs = [m.store.load_run(upto=done) for m in members] if done else None
-    g_list = [models.stack([r.g_vars[s] for r in runs]) for s in range(done)]
-    amps = [[float(a) for a in r.noise_amps] for r in runs or []] or [
-        [] for _ in members
-    ]
-    z_rec = models.stack([jnp.asarray(r.z_rec) for r in runs]) if runs else None
-    prev_d = (
-        models.stack([m.store.load_d_vars(done - 1) for m in members]) if done else None
-    )
-    paths = [os.path.join(m.workdir, "metrics.jsonl") for m in members]
-    first = saved = done
-    # Records of the stages trained again (a killed attempt's) would appear twice.
-    for path in paths:
-        drop_records(path, first)
-    t_run = time.time()
-    one = functools.partial(models.take, i=0)
-    prev_g = g_list[-1] if g_list else None
-    plan = plan_stages(
-        stages,
-        first,
-        last,
-        one(prev_g),
-        one(prev_d),
-        [one(g) for g in g_list],
-        one(z_rec),
-    )
-    writers = [make_writer(m.workdir, settings.log) for m in members]
-    plotters = [PlotPolicy(m.workdir) for m in members]
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
-    ahead = ts.compile_ahead
+    loop = StageLoop(members, last, models or Models())
     interrupted = False
     try:
-        futures = {}
-        for s in range(first, last + 1):
+        loop.plan()
+        for s in range(loop.first, last + 1):
             t0 = time.time()
-            if s not in futures:  # the first stage, or train.compile_ahead=False:
-                # compile now, the stage below's programs and JAX's caches
-                # released first.
-                progs = None
-                if s > first:
-                    forget_compiled()
-                futures[s] = pool.submit(compile_stage, stages, s, plan[s], models)
-            # Popped: a finished stage's programs are freed once the next begins.
-            progs = futures.pop(s).result()
-            wait_s = time.time() - t0
-            if s > first and ahead:
-                # The worker is idle: drop what the stages before kept in JAX's
-                # caches (their eager ops' programs: -25% peak RSS, measured).
-                forget_compiled()
-            if s < last and ahead:  # the next stage compiles while this one trains
-                futures[s + 1] = pool.submit(
-                    compile_stage, stages, s + 1, plan[s + 1], models
-                )
-            prev_g = g_list[-1] if g_list else None
-            key = models.repeat(stage_key(seed, s))
-            state = models.each(progs.init, key, prev_g, prev_d)
-            if z_rec is None:
-                z_rec = models.stack(
-                    [
-                        family.stage0_rec(spec, seed, sizes, g, r[0])
-                        for g, r in zip(
-                            models.split(models.field(state, "g_vars")),
-                            reals,
-                            strict=True,
-                        )
-                    ]
-                )
-            real = models.stack([r[s] for r in reals])
-            lower = models.stack(
-                [tuple(models.take(g, i) for g in g_list) for i in range(models.count)]
-            )
-            lower_amps = models.stack(
-                [jnp.asarray(a, jnp.float32).reshape(s) for a in amps]
-            )
-            rec_inputs, rmse = models.call(
-                progs.prepare,
-                models.field(state, "g_vars"),
-                lower,
-                lower_amps,
-                z_rec,
-                real,
-            )
-            new = [
-                noise_amp(settings.loss, None if rmse is None else models.take(rmse, i))
-                for i in range(models.count)
-            ]
-            data = models.stack(
-                [
-                    StageData(
-                        real=reals[i][s],
-                        amps=jnp.asarray([*amps[i], new[i]], jnp.float32),
-                        rec_inputs=models.take(rec_inputs, i),
-                        lower_vars=models.take(lower, i),
-                        source=reals[i][0],
-                    )
-                    for i in range(models.count)
-                ]
-            )
-            try:
-                state, train_s = run_stage(
-                    state,
-                    data,
-                    {n: models.runner(r) for n, r in progs.runners.items()},
-                    ts,
-                    s,
-                    num_stages,
-                    sizes[s],
-                    paths[0],
-                    progress,
-                    writer=writers if models.batched else writers[0],
-                    noise_amp=new if models.batched else new[0],
-                    lambda_gp=settings.loss.lambda_gp,
-                    names=[m.name for m in members] if models.batched else None,
-                )
-            except TrainingDiverged as e:
-                raise TrainingDiverged(
-                    diverged_advice(e, settings, lead.workdir, saved),
-                    e.stage,
-                    e.iteration,
-                ) from None
-            if progs.fns.rec_draw is not None:
-                # 'redraw' (official SinGAN): the last iteration's map is z*; the
-                # (lower, noise) inputs of the families that train with 'singan'.
-                draw = functools.partial(progs.fns.rec_draw, i=ts.iters - 1)
-                z_rec = models.call(draw, models.field(state, "key"))[1]
-            g_list.append(models.field(state, "g_vars"))
-            for a, n in zip(amps, new, strict=True):
-                a.append(n)
-            prev_d = models.field(state, "d_vars")
-            for i, m in enumerate(members):
-                try:
-                    m.store.save_stage(
-                        s,
-                        models.take(state, i),
-                        models.take(z_rec, i),
-                        new[i],
-                        sizes[s],
-                    )
-                except OSError as e:
-                    raise UserError(
-                        f"could not save stage {s} to {m.store.ckpt_dir} "
-                        f"({e.strerror or e}); {checkpoint.saved_phrase(saved)} and "
-                        "intact. Free space on that disk (or fix its permissions) and "
-                        f"re-run the same command to resume at stage {s}"
-                    ) from e
-            saved = s + 1
-            record = {
-                "event": "stage_done",
-                "stage": s,
-                "size": list(sizes[s]),
-                "compile_s": round(progs.compile_s, 3),
-                **{
-                    f"compile_{k}_s": round(v, 3)
-                    for k, v in progs.compile_parts.items()
-                },
-                "compile_wait_s": round(wait_s, 3),
-                "train_s": round(train_s, 3),
-                "stage_s": round(time.time() - t0, 3),
-                "iters_per_s": round(ts.iters / max(train_s, 1e-9), 3),
-            }
-            if models.batched:
-                record["models"] = models.count
-            resident = resident_mib()
-            if resident is not None:
-                record["rss_mib"], record["peak_rss_mib"] = map(round, resident)
-            for i, (m, writer) in enumerate(zip(members, writers, strict=True)):
-                writer.record({**record, "noise_amp": new[i]})
-                if progs.sampler is not None:
-                    g_i = [models.take(g, i) for g in g_list]
-                    amps_now = jnp.asarray(amps[i], jnp.float32)
-                    z_i = models.take(z_rec, i)
-                    write_stage_images(
-                        progs.sampler,
-                        ts.stage_samples,
-                        seed,
-                        g_i,
-                        amps[i],
-                        m.workdir,
-                        s,
-                        reals[i][s],
-                        writer=writer,
-                        reconstruction=progs.reconstruct(tuple(g_i), amps_now, z_i),
-                        step=ts.iters,
-                    )
-                writer.flush()
-                if s < last:
-                    plotters[i].draw()
-        for m, writer in zip(members, writers, strict=True):
-            m.store.close()
-            if last >= first:
-                writer.record(
-                    {
-                        "event": "run_done",
-                        "stages": len(g_list),
-                        "seconds": round(time.time() - t_run, 3),
-                    }
-                )
+            progs, wait_s = loop.programs(s)
+            state, data, amps = loop.stage_inputs(s, progs)
+            state, train_s = loop.train(s, progs, state, data, amps, progress)
+            loop.save(s, progs, state, amps)
+            loop.log(s, progs, amps, {"start": t0, "wait": wait_s, "train": train_s})
+        loop.finish()
     except KeyboardInterrupt:
         interrupted = True
         raise TrainingInterrupted(
-            f"interrupted: {checkpoint.saved_phrase(saved)}; re-run the same "
+            f"interrupted: {checkpoint.saved_phrase(loop.saved)}; re-run the same "
             "command to resume"
         ) from None
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for writer, plotter in zip(writers, plotters, strict=True):
-            writer.close()
-            if not interrupted and (last >= first or not os.path.exists(plotter.path)):
-                plotter.draw(force=True)
-    return bool(g_list)
+        loop.close(interrupted)
+    return bool(loop.g_list)

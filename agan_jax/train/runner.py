@@ -5,8 +5,10 @@ metrics and non-finite check.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -14,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agan_jax.settings import COMPILE_UNITS, TrainSettings
-from agan_jax.train.metrics import JsonlWriter, MetricWriter
+from agan_jax.train.metrics import MetricWriter
 from agan_jax.train.updates import StageFns
 
 
@@ -137,87 +139,89 @@ def learning_rates(ts: TrainSettings, iteration: int) -> dict[str, float]:
     return {"lr_d": lr(ts.lr_d, ts.d_steps), "lr_g": lr(ts.lr_g, ts.g_steps)}
 
 
+@dataclasses.dataclass(frozen=True)
+class StageLog:
+    """Where one stage's iterations are logged, one entry per model of the loop
+    (a single run is a group of one).
+
+    writers: each model's metric writer; noise_amps: each model's noise amplitude
+    of this stage (logged beside its losses); names: the models' names (a
+    non-finite loss names its model when there are several); lambda_gp: to log
+    the critic's WGAN term `d_wgan` = d_loss - lambda_gp x gp; model_axis: the
+    runners' metrics carry a last model axis (a group, train/group.py).
+    """
+
+    stage: int
+    num_stages: int
+    hw: tuple[int, int]
+    writers: Sequence[MetricWriter]
+    noise_amps: Sequence[float | None]
+    names: Sequence[str] = ("",)
+    lambda_gp: float | None = None
+    model_axis: bool = False
+
+    def model_values(self, metrics: dict, i: int) -> dict[str, float]:
+        """Model i's values of the last iteration of fetched metrics."""
+        out = {}
+        for key, v in metrics.items():
+            v = np.asarray(v)
+            flat = v.reshape(-1, v.shape[-1])[:, i] if self.model_axis else v.ravel()
+            out[key] = flat[-1].item()
+        return out
+
+    def check_finite(self, m: dict[str, float], i: int, iteration: int) -> None:
+        """TrainingDiverged when a loss of model i is NaN or infinite."""
+        if all(math.isfinite(v) for v in m.values()):
+            return
+        bad = ", ".join(f"{key}={v}" for key, v in m.items())
+        who = f" of {self.names[i]}" if self.model_axis else ""
+        raise TrainingDiverged(
+            f"non-finite loss{who} at stage {self.stage}, iteration {iteration}: {bad}",
+            self.stage,
+            iteration,
+        )
+
+    def write(self, ts: TrainSettings, pending: list, s_per_iter: float, bar) -> None:
+        """Writes fetched log points [(iteration, metrics)] of every model."""
+        for it, metrics in pending:
+            for i, (w, amp) in enumerate(
+                zip(self.writers, self.noise_amps, strict=True)
+            ):
+                m = self.model_values(metrics, i)
+                self.check_finite(m, i, it)
+                if self.lambda_gp is not None and "d_loss" in m and "gp" in m:
+                    m["d_wgan"] = m["d_loss"] - self.lambda_gp * m["gp"]
+                extra = {} if amp is None else {"noise_amp": amp}
+                extra["s_per_iter"] = round(s_per_iter, 6)
+                w.scalars(self.stage, it, {**m, **learning_rates(ts, it), **extra})
+                if i == 0:
+                    bar.set_postfix(
+                        d=f"{m['d_loss']:.3f}", rec=f"{m['rec']:.4f}", refresh=False
+                    )
+
+
 def run_stage(
-    state,
-    data,
-    runners: dict,
-    ts: TrainSettings,
-    stage: int,
-    num_stages: int,
-    hw,
-    metrics_path: str,
-    progress: bool,
-    *,
-    writer: MetricWriter | list[MetricWriter] | None = None,
-    noise_amp: float | list[float] | None = None,
-    lambda_gp: float | None = None,
-    names: list[str] | None = None,
+    state, data, runners: dict, ts: TrainSettings, log: StageLog, progress: bool = True
 ) -> tuple[Any, float]:
     """Runs one stage's iterations with compiled runners; returns (state, seconds).
 
     Metrics stay on the device until a log point (every `log_every` iterations,
     fetched four log points at a time): no host sync per step. Each log point
-    writes the losses, the critic's WGAN term `d_wgan` = d_loss - lambda_gp x gp
-    (when `lambda_gp` is given), the learning rates, `noise_amp` (when given) and
-    `s_per_iter`, the wall seconds per iteration between two fetches, to `writer`
-    (default: metrics.jsonl at `metrics_path`).
-
-    A group of models (train/group.py) gives `names` (one per model): its
-    metrics carry the model axis last, `writer` and `noise_amp` are lists with
-    one entry per name, and a non-finite loss names the model.
+    writes, per model, the losses, `d_wgan`, the learning rates, the noise
+    amplitude and `s_per_iter`, the wall seconds per iteration between two
+    fetches (StageLog.write); a non-finite loss raises TrainingDiverged.
     """
-    if names is None:
-        writers = [writer if writer is not None else JsonlWriter(metrics_path)]
-        amps = [noise_amp]
-    else:
-        writers, amps = list(writer), list(noise_amp)
     k = max(runners)
-    group = "" if names is None else f" x{len(names)}"
+    group = f" x{len(log.names)}" if log.model_axis else ""
     bar = tqdm(
         total=ts.iters,
-        desc=f"stage {stage}/{num_stages - 1} {hw[0]}x{hw[1]}{group}",
+        desc=f"stage {log.stage}/{log.num_stages - 1} {log.hw[0]}x{log.hw[1]}{group}",
         disable=not progress,
         leave=True,
     )
     pending: list[tuple[int, Any]] = []
-    done = 0
-    t1 = time.time()
+    done, t1 = 0, time.time()
     fetched = [0, t1]  # iterations done and wall time at the last fetch
-
-    def last(v, i: int) -> float:
-        """Model i's value of the last iteration fetched (v: (k,) (models,))."""
-        v = np.asarray(v)
-        return (v.reshape(-1) if names is None else v.reshape(-1, v.shape[-1])[:, i])[
-            -1
-        ].item()
-
-    def flush():
-        values = jax.device_get(pending)
-        now = time.time()
-        s_per_iter = (now - fetched[1]) / max(1, pending[-1][0] - fetched[0])
-        fetched[:] = [pending[-1][0], now]
-        for it, metrics in values:
-            for i, (w, amp) in enumerate(zip(writers, amps, strict=True)):
-                m = {key: last(v, i) for key, v in metrics.items()}
-                if not all(math.isfinite(v) for v in m.values()):
-                    bad = ", ".join(f"{key}={v}" for key, v in m.items())
-                    who = "" if names is None else f" of {names[i]}"
-                    raise TrainingDiverged(
-                        f"non-finite loss{who} at stage {stage}, iteration {it}: {bad}",
-                        stage,
-                        it,
-                    )
-                if lambda_gp is not None and "d_loss" in m and "gp" in m:
-                    m["d_wgan"] = m["d_loss"] - lambda_gp * m["gp"]
-                extra = {} if amp is None else {"noise_amp": amp}
-                extra["s_per_iter"] = round(s_per_iter, 6)
-                w.scalars(stage, it, {**m, **learning_rates(ts, it), **extra})
-                if i == 0:
-                    bar.set_postfix(
-                        d=f"{m['d_loss']:.3f}", rec=f"{m['rec']:.4f}", refresh=False
-                    )
-        pending.clear()
-
     while done < ts.iters:
         n = k if ts.iters - done >= k else 1
         state, metrics = runners[n](state, data)
@@ -226,7 +230,11 @@ def run_stage(
         if done % ts.log_every < n or done == ts.iters:
             pending.append((done, metrics))
         if len(pending) >= 4 or done == ts.iters:
-            flush()
+            values, now = jax.device_get(pending), time.time()
+            s_per_iter = (now - fetched[1]) / max(1, pending[-1][0] - fetched[0])
+            fetched[:] = [pending[-1][0], now]
+            log.write(ts, values, s_per_iter, bar)
+            pending.clear()
     jax.block_until_ready(state)
     bar.close()
     return state, time.time() - t1

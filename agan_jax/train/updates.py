@@ -1,24 +1,28 @@
 """One stage's pure training functions, for every model family.
 
-An iteration is `d_steps` critic updates, then the generator update(s), under an
-update rule (`train.update_rule`):
-- 'singan' (official SinGAN's code, SPEC 6): one noise map per iteration; each
-  critic update draws a fresh sample of the frozen stages below and makes its
-  fake from that noise; the g_steps generator updates reuse the last critic
-  update's noise and lower-stage sample (kept in `StageState.carry`), the fake
-  recomputed after every optimiser step;
+An iteration is `d_steps` critic updates, then the generator update(s). What the
+updates minimise is written once, as two pure functions: `critic_objective`
+(WGAN-GP: D(fake) - D(real) + lambda_gp x gradient penalty) and
+`generator_objective` (adversarial + alpha x reconstruction + tv_weight x TV;
+AGAN eq. 14). Where each update's generator input comes from is the update rule
+(`train.update_rule`), a small record in `RULES`:
+- 'singan' (official SinGAN's train.py): one noise map per iteration; each critic
+  update draws a fresh sample of the frozen stages below and makes its fake from
+  that noise; the g_steps generator updates reuse the last critic update's noise
+  and lower-stage sample (kept in `StageState.carry`), the fake recomputed after
+  every optimiser step;
 - 'fresh' (this project's earlier rule): every update draws a fresh generator
   input (`StageModel.draw_inputs`: for SinGAN/AGAN a fresh sample of the frozen
   stages below and fresh noise) and the generator takes g_steps gradients;
-- 'consingan' (ConSinGAN's code): one input per iteration, shared by the critic
-  updates and the generator loss; one generator gradient, applied g_steps times.
-The family supplies the networks, inputs and optimiser groups (`StageModel`); the
-losses (WGAN-GP critic, adversarial + alpha x reconstruction + tv_weight x TV
-generator) and the update arithmetic are written once here.
+- 'consingan' (official ConSinGAN's train.py): one input per iteration, shared by
+  the critic updates and the generator loss; one generator gradient, applied
+  g_steps times.
+The family supplies the networks, inputs and optimiser groups (`StageModel`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -26,12 +30,97 @@ import jax.numpy as jnp
 
 from agan_jax import losses
 from agan_jax.errors import UserError
-from agan_jax.models.family import Family
+from agan_jax.models.family import Family, StageModel
 from agan_jax.settings import AugmentSettings, LossSettings, ModelSpec, TrainSettings
 from agan_jax.state import StageData, StageState, adam
 
 # fold_in tag of stage 0's per-iteration reconstruction noise ('redraw').
 REC_TAG = 7919
+
+
+def critic_objective(critic, real, fake, a, lambda_gp: float, gp_mode: str = "exact"):
+    """The critic's WGAN-GP objective for one real and one fake image.
+
+    loss = mean D(fake) - mean D(real) + lambda_gp x GP, the per-pixel gradient
+    penalty GP taken at a x real + (1 - a) x fake (`losses.gradient_penalty`).
+    Returns (what to differentiate, (loss, GP)): under gp_mode 'jvp' the first
+    is `losses.penalty_surrogate`'s stand-in for GP, with GP's gradient.
+    """
+    wgan = losses.critic_wgan(critic(real), critic(fake))
+    xi = losses.interpolate(real, fake, a)
+    if gp_mode == "jvp":
+        surrogate, gp = losses.penalty_surrogate(critic, xi)
+    else:
+        gp = surrogate = losses.gradient_penalty(critic, xi)
+    return wgan + lambda_gp * surrogate, (wgan + lambda_gp * gp, gp)
+
+
+def generator_objective(critic, fake, rec, real, ls: LossSettings, tv_weight=None):
+    """The generator's objective: -mean D(fake) + alpha x MSE(rec, real)
+    + tv_weight x TV(fake) (AGAN eq. 14; SinGAN's with tv_weight 0).
+
+    `tv_weight`: the TV weight of this stage (default `ls.tv_weight`). Returns
+    (total, (adversarial, reconstruction, TV)).
+    """
+    tv_weight = ls.tv_weight if tv_weight is None else tv_weight
+    adv = losses.generator_adv(critic(fake))
+    rec_loss = losses.reconstruction(rec, real)
+    tv = losses.total_variation(fake, ls.tv_reduction)
+    total = adv + ls.alpha * rec_loss + tv_weight * tv
+    return total, (adv, rec_loss, tv)
+
+
+def singan_critic_keys(state: StageState, n_in: int, per_iter: int):
+    """'singan': the iteration's noise key and this critic update's keys of the
+    lower-stage sample and the interpolation weight, all derived from the stage
+    key and the update count (the key itself never moves)."""
+    kit = jax.random.fold_in(state.key, state.step // per_iter)
+    k_lower, k_a = jax.random.split(jax.random.fold_in(kit, 1 + state.step % per_iter))
+    lower = [k_lower] if n_in == 2 else list(jax.random.split(k_lower, n_in - 1))
+    return state.key, [*lower[: n_in - 1], jax.random.fold_in(kit, 0)], k_a
+
+
+def fresh_critic_keys(state: StageState, n_in: int, per_iter: int):
+    """'fresh': fresh input keys for every update; the key moves on."""
+    key, *k_in, k_a = jax.random.split(state.key, 2 + n_in)
+    return key, k_in, k_a
+
+
+def consingan_critic_keys(state: StageState, n_in: int, per_iter: int):
+    """'consingan': the iteration's input keys (the generator update draws the
+    same ones, then moves the key on); the interpolation weight per update."""
+    k_in = list(jax.random.split(state.key, 1 + n_in)[1:])
+    return state.key, k_in, jax.random.fold_in(k_in[-1], state.step)
+
+
+class UpdateRule(NamedTuple):
+    """Where an iteration's updates take their generator inputs.
+
+    critic_keys(state, n_in, per_iter) -> (key after, input keys, interpolation
+    key) of one critic update; carries: the generator updates reuse the last
+    critic update's input (else they draw with split(key)); one_gradient: one
+    generator gradient per iteration, applied g_steps times.
+    """
+
+    name: str
+    critic_keys: Callable
+    carries: bool = False
+    one_gradient: bool = False
+
+    def g_calls(self, ts: TrainSettings) -> int:
+        """Generator step calls per iteration."""
+        return 1 if self.one_gradient else ts.g_steps
+
+    def g_updates(self, ts: TrainSettings) -> int:
+        """Optimiser steps per generator step call."""
+        return ts.g_steps if self.one_gradient else 1
+
+
+RULES = {
+    "singan": UpdateRule("singan", singan_critic_keys, carries=True),
+    "fresh": UpdateRule("fresh", fresh_critic_keys),
+    "consingan": UpdateRule("consingan", consingan_critic_keys, one_gradient=True),
+}
 
 
 class StageFns(NamedTuple):
@@ -90,6 +179,147 @@ def d_tx(ts: TrainSettings):
     return adam(ts.lr_d, ts.beta1, ts.beta2, boundary, ts.gamma, ts.adam_eps)
 
 
+class Stage(NamedTuple):
+    """What one stage's update functions close over."""
+
+    model: StageModel
+    d_mod: Any  # the critic's linen module
+    rule: UpdateRule
+    ts: TrainSettings
+    ls: LossSettings
+    tx_g: Any
+    tx_d: Any
+    redraw: bool  # stage 0 redraws its reconstruction input every iteration
+
+    @property
+    def per_iter(self) -> int:
+        """Optimiser updates per iteration (how far state.step advances)."""
+        return self.ts.d_steps + self.ts.g_steps
+
+
+def make_stage(family, spec, sizes, stage, ts, ls, aug=None, finetune=False) -> Stage:
+    """The Stage record of `make_stage_fns` (arguments as there)."""
+    model = family.make_stage(spec, sizes, stage, aug, finetune)
+    if ts.remat:  # recompute the generator's activations in the backward pass
+        model = model._replace(apply=jax.checkpoint(model.apply))
+    rule = RULES[resolve_rule(family, spec, ts)]
+    mode = ts.stage0_rec_noise
+    redraw = stage == 0 and not finetune
+    redraw = redraw and (mode == "redraw" or (mode == "auto" and rule.carries))
+    if redraw and not rule.carries:
+        raise UserError(
+            "train.stage0_rec_noise='redraw' is official SinGAN's and needs "
+            f"train.update_rule=singan (this run trains with {rule.name!r})"
+        )
+    d_mod = family.make_discriminator(spec, stage)
+    return Stage(model, d_mod, rule, ts, ls, model.g_tx(ts), d_tx(ts), redraw)
+
+
+def rec_draw(st: Stage, key, i):
+    """Stage 0's reconstruction inputs of iteration i ('redraw'): a noise map of
+    its own, drawn from the stage key and the iteration (as official SinGAN
+    redraws z_opt every iteration)."""
+    k = jax.random.fold_in(jax.random.fold_in(key, i), REC_TAG)
+    return st.model.draw_inputs(list(jax.random.split(k, st.model.input_keys)), None)
+
+
+def d_step(st: Stage, state: StageState, data: StageData):
+    """One critic update on `critic_objective`, its fake made from the input the
+    rule gives (kept in state.carry under 'singan')."""
+    model = st.model
+    key, k_in, k_a = st.rule.critic_keys(state, model.input_keys, st.per_iter)
+    inputs = model.draw_inputs(k_in, data)
+    carry = inputs if st.rule.carries else state.carry
+    fake, g_vars = model.apply(state.g_vars, inputs, data)
+    fake = jax.lax.stop_gradient(fake)
+    a = jax.random.uniform(k_a)
+
+    def loss_fn(params):
+        critic = critic_of(st.d_mod, state.d_vars, params)
+        return critic_objective(
+            critic, data.real, fake, a, st.ls.lambda_gp, st.ts.gp_mode
+        )
+
+    params = state.d_vars["params"]
+    grads, (d_loss, gp) = jax.grad(loss_fn, has_aux=True)(params)
+    updates, d_opt = st.tx_d.update(grads, state.d_opt, params)
+    d_vars = {**state.d_vars, "params": optax_apply(params, updates)}
+    new = state.replace(
+        step=state.step + 1,
+        g_vars=g_vars,
+        d_vars=d_vars,
+        d_opt=d_opt,
+        key=key,
+        carry=carry,
+    )
+    return new, {"d_loss": d_loss, "gp": gp}
+
+
+def g_step(st: Stage, state: StageState, data: StageData):
+    """Generator update(s) on `generator_objective`: with the last critic
+    update's input ('singan') or a fresh one drawn with split(key); under
+    'consingan' one gradient applied g_steps times."""
+    model = st.model
+    if st.rule.carries:
+        key, inputs = state.key, state.carry
+    else:
+        key, *k_in = jax.random.split(state.key, 1 + model.input_keys)
+        inputs = model.draw_inputs(k_in, data)
+    critic = critic_of(st.d_mod, state.d_vars, state.d_vars["params"])
+    rec_inputs = data.rec_inputs
+    if st.redraw:  # under 'singan' state.key is the stage key all stage long
+        rec_inputs = rec_draw(st, state.key, state.step // st.per_iter)
+
+    def loss_fn(params):
+        # Frozen groups get no gradient at all (XLA then skips their backward
+        # pass); their zero update comes from the family's optimiser.
+        params = {
+            n: jax.lax.stop_gradient(p) if model.frozen(n) else p
+            for n, p in params.items()
+        }
+        v = {**state.g_vars, "params": params}
+        fake, v = model.apply(v, inputs, data)
+        rec, v = model.apply(v, rec_inputs, data)
+        total, terms = generator_objective(critic, fake, rec, data.real, st.ls)
+        return total, (v, *terms)
+
+    params = state.g_vars["params"]
+    grads, (v, adv, rec_loss, tv) = jax.grad(loss_fn, has_aux=True)(params)
+    g_opt, n = state.g_opt, st.rule.g_updates(st.ts)
+    for _ in range(n):
+        updates, g_opt = st.tx_g.update(grads, g_opt, params)
+        params = optax_apply(params, updates)
+    new = state.replace(
+        step=state.step + n, g_vars={**v, "params": params}, g_opt=g_opt, key=key
+    )
+    return new, {"g_adv": adv, "rec": rec_loss, "tv": tv}
+
+
+def init_state(st: Stage, key, prev_g_vars=None, prev_d_vars=None) -> StageState:
+    """A stage's first state: fresh or warm-started variables, fresh optimisers,
+    the training key, and (under 'singan') a zero carried input."""
+    g_vars, d_vars, k_train = st.model.init(key, prev_g_vars, prev_d_vars)
+    carry = None
+    if st.rule.carries:
+        zeros = lambda x: jnp.zeros(x.shape, x.dtype)  # noqa: E731
+        carry = jax.tree.map(zeros, st.model.input_shapes)
+    return StageState(
+        step=jnp.zeros((), jnp.int32),
+        g_vars=g_vars,
+        d_vars=d_vars,
+        g_opt=st.tx_g.init(g_vars["params"]),
+        d_opt=st.tx_d.init(d_vars["params"]),
+        key=k_train,
+        carry=carry,
+    )
+
+
+def scan_updates(step, n: int, state, data):
+    """n updates of `step` in a lax.scan loop; the last update's metrics."""
+    state, m = jax.lax.scan(lambda st, _: step(st, data), state, None, n)
+    return state, jax.tree.map(lambda x: x[-1], m)
+
+
 def make_stage_fns(
     family: Family,
     spec: ModelSpec,
@@ -101,146 +331,21 @@ def make_stage_fns(
     finetune: bool = False,
 ) -> StageFns:
     """init_state, iteration, d_step, g_step and prepare of one stage."""
-    model = family.make_stage(spec, sizes, stage, aug, finetune)
-    if ts.remat:  # recompute the generator's activations in the backward pass
-        model = model._replace(apply=jax.checkpoint(model.apply))
-    rule = resolve_rule(family, spec, ts)
-    one_input = rule == "consingan"
-    carried = rule == "singan"
-    d_mod = family.make_discriminator(spec, stage)
-    tx_g, tx_d = model.g_tx(ts), d_tx(ts)
-    n_in = model.input_keys
-    g_updates = ts.g_steps if one_input else 1  # optimiser steps per g_step call
-    per_iter = ts.d_steps + ts.g_steps  # state.step advances by this per iteration
-    redraw = (
-        stage == 0
-        and not finetune
-        and (
-            ts.stage0_rec_noise == "redraw"
-            or (ts.stage0_rec_noise == "auto" and carried)
-        )
-    )
-    if redraw and not carried:
-        raise UserError(
-            "train.stage0_rec_noise='redraw' is official SinGAN's and needs "
-            f"train.update_rule=singan (this run trains with {rule!r})"
-        )
+    st = make_stage(family, spec, sizes, stage, ts, ls, aug, finetune)
+    g_calls = st.rule.g_calls(ts)
 
-    def rec_draw(key, i):
-        """Stage 0's reconstruction inputs of iteration i ('redraw'): a noise map
-        of its own, drawn from the stage key and the iteration (as official
-        SinGAN redraws z_opt every iteration)."""
-        k = jax.random.fold_in(jax.random.fold_in(key, i), REC_TAG)
-        return model.draw_inputs(list(jax.random.split(k, n_in)), None)
+    def d_fn(state, data):
+        return d_step(st, state, data)
 
-    def singan_keys(state):
-        """SinGAN's rule: the iteration's noise key, and this critic update's keys
-        of the lower-stage sample and the interpolation weight."""
-        kit = jax.random.fold_in(state.key, state.step // per_iter)
-        k_lower, k_a = jax.random.split(
-            jax.random.fold_in(kit, 1 + state.step % per_iter)
-        )
-        lower = [k_lower] if n_in == 2 else list(jax.random.split(k_lower, n_in - 1))
-        return [*lower[: n_in - 1], jax.random.fold_in(kit, 0)], k_a
-
-    def critic_fn(d_vars, params):
-        return critic_of(d_mod, d_vars, params)
-
-    def d_step(state: StageState, data: StageData):
-        """One critic update: with a fresh input ('fresh'), or ('consingan') with
-        the iteration's input, whose key stays until the generator update."""
-        key, carry = state.key, state.carry
-        if carried:
-            k_in, k_a = singan_keys(state)
-        elif one_input:
-            k_in = list(jax.random.split(state.key, 1 + n_in)[1:])
-            k_a = jax.random.fold_in(k_in[-1], state.step)
-        else:
-            key, *k_in, k_a = jax.random.split(state.key, 2 + n_in)
-        inputs = model.draw_inputs(k_in, data)
-        if carried:
-            carry = inputs
-        fake, g_vars = model.apply(state.g_vars, inputs, data)
-        fake = jax.lax.stop_gradient(fake)
-        a = jax.random.uniform(k_a)
-
-        def loss_fn(params):
-            critic = critic_fn(state.d_vars, params)
-            wgan = losses.critic_wgan(critic(data.real), critic(fake))
-            xi = losses.interpolate(data.real, fake, a)
-            if ts.gp_mode == "jvp":
-                surrogate, gp = losses.penalty_surrogate(critic, xi)
-            else:
-                gp = surrogate = losses.gradient_penalty(critic, xi)
-            return wgan + ls.lambda_gp * surrogate, (wgan + ls.lambda_gp * gp, gp)
-
-        params = state.d_vars["params"]
-        grads, (d_loss, gp) = jax.grad(loss_fn, has_aux=True)(params)
-        updates, d_opt = tx_d.update(grads, state.d_opt, params)
-        d_vars = {**state.d_vars, "params": optax_apply(params, updates)}
-        new = state.replace(
-            step=state.step + 1,
-            g_vars=g_vars,
-            d_vars=d_vars,
-            d_opt=d_opt,
-            key=key,
-            carry=carry,
-        )
-        return new, {"d_loss": d_loss, "gp": gp}
-
-    def g_step(state: StageState, data: StageData):
-        """Generator update(s) from the adversarial, reconstruction and TV losses:
-        one with the last critic update's input ('singan') or a fresh one
-        ('fresh'), or ('consingan', the iteration's input) one gradient applied
-        g_steps times; the key then moves on (not under 'singan', whose keys
-        derive from the stage key and the update count)."""
-        if carried:
-            key, inputs = state.key, state.carry
-        else:
-            key, *k_in = jax.random.split(state.key, 1 + n_in)
-            inputs = model.draw_inputs(k_in, data)
-        critic = critic_fn(state.d_vars, state.d_vars["params"])
-        rec_inputs = data.rec_inputs
-        if redraw:  # under 'singan' state.key is the stage key all stage long
-            rec_inputs = rec_draw(state.key, state.step // per_iter)
-
-        def loss_fn(params):
-            # Frozen groups get no gradient at all (XLA then skips their backward
-            # pass); their zero update comes from the family's optimiser.
-            params = {
-                n: jax.lax.stop_gradient(p) if model.frozen(n) else p
-                for n, p in params.items()
-            }
-            v = {**state.g_vars, "params": params}
-            fake, v = model.apply(v, inputs, data)
-            rec, v = model.apply(v, rec_inputs, data)
-            adv = losses.generator_adv(critic(fake))
-            rec_loss = losses.reconstruction(rec, data.real)
-            tv = losses.total_variation(fake, ls.tv_reduction)
-            total = adv + ls.alpha * rec_loss + ls.tv_weight * tv
-            return total, (v, adv, rec_loss, tv)
-
-        params = state.g_vars["params"]
-        grads, (v, adv, rec_loss, tv) = jax.grad(loss_fn, has_aux=True)(params)
-        g_opt = state.g_opt
-        for _ in range(g_updates):
-            updates, g_opt = tx_g.update(grads, g_opt, params)
-            params = optax_apply(params, updates)
-        new = state.replace(
-            step=state.step + g_updates,
-            g_vars={**v, "params": params},
-            g_opt=g_opt,
-            key=key,
-        )
-        return new, {"g_adv": adv, "rec": rec_loss, "tv": tv}
+    def g_fn(state, data):
+        return g_step(st, state, data)
 
     # Traced once each, reused by the unrolled iteration (XLA inlines them). A
-    # lax.fori_loop over the updates instead compiled 1.5x faster but ran 13x
-    # slower per iteration on XLA CPU (jax 0.10.2, 49x64 px, 64 channels).
-    d_jit, g_jit = jax.jit(d_step), jax.jit(g_step)
-    g_calls = 1 if one_input else ts.g_steps
+    # lax.fori_loop over the updates instead compiled faster but ran far slower
+    # per iteration on XLA CPU (docs/performance.md, "Compile unit").
+    d_jit, g_jit = jax.jit(d_fn), jax.jit(g_fn)
 
-    def iteration(state: StageState, data: StageData):
+    def iteration(state, data):
         """d_steps critic updates, then the generator update call(s)."""
         for _ in range(ts.d_steps):
             state, md = d_jit(state, data)
@@ -248,46 +353,30 @@ def make_stage_fns(
             state, mg = g_jit(state, data)
         return state, {**md, **mg}
 
-    def rolled(state: StageState, data: StageData):
+    def rolled(state, data):
         """`iteration` with each kind of update in a lax.scan loop: the program
         holds one critic and one generator update instead of d_steps + g_calls
-        copies (compile unit 'rolled': compiles about as fast as the 'update'
-        unit's two programs, runs as one call)."""
-
-        def loop(step, n, state):
-            state, m = jax.lax.scan(lambda st, _: step(st, data), state, None, n)
-            return state, jax.tree.map(lambda x: x[-1], m)
-
-        state, md = loop(d_step, ts.d_steps, state)
-        state, mg = loop(g_step, g_calls, state)
+        copies (compile unit 'rolled')."""
+        state, md = scan_updates(d_fn, ts.d_steps, state, data)
+        state, mg = scan_updates(g_fn, g_calls, state, data)
         return state, {**md, **mg}
 
-    @jax.jit
-    def init_state(key, prev_g_vars=None, prev_d_vars=None) -> StageState:
-        # One compiled program (eager init ran dozens of tiny compiles). Its outputs
-        # are fresh buffers, so donating the state never donates a frozen stage's.
-        g_vars, d_vars, k_train = model.init(key, prev_g_vars, prev_d_vars)
-        return StageState(
-            step=jnp.zeros((), jnp.int32),
-            g_vars=g_vars,
-            d_vars=d_vars,
-            g_opt=tx_g.init(g_vars["params"]),
-            d_opt=tx_d.init(d_vars["params"]),
-            key=k_train,
-            carry=jax.tree.map(
-                lambda x: jnp.zeros(x.shape, x.dtype), model.input_shapes
-            )
-            if carried
-            else None,
-        )
+    def init(key, prev_g_vars=None, prev_d_vars=None):
+        # One compiled program (eager init ran dozens of tiny compiles). Its
+        # outputs are fresh buffers, so donating the state never donates a
+        # frozen stage's.
+        return init_state(st, key, prev_g_vars, prev_d_vars)
+
+    def draw(key, i):
+        return rec_draw(st, key, i)
 
     return StageFns(
-        init_state,
-        iteration,
-        d_step,
-        g_step,
-        g_calls,
-        jax.jit(model.prepare),
-        jax.jit(rec_draw) if redraw else None,
-        rolled,
+        init_state=jax.jit(init),
+        iteration=iteration,
+        d_step=d_fn,
+        g_step=g_fn,
+        g_calls=g_calls,
+        prepare=jax.jit(st.model.prepare),
+        rec_draw=jax.jit(draw) if st.redraw else None,
+        rolled=rolled,
     )

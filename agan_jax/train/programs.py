@@ -1,0 +1,168 @@
+"""A stage's programs: planned from abstract shapes before anything trains, and
+compiled ahead of time (train/loop.py compiles stage s+1 in a worker thread
+while stage s trains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from agan_jax.memory import release_free_memory
+from agan_jax.models.family import Family
+from agan_jax.sampling import make_sampler
+from agan_jax.settings import Settings
+from agan_jax.state import StageData
+from agan_jax.train.group import Models
+from agan_jax.train.log import grid_batch, make_reconstructor
+from agan_jax.train.runner import make_runner
+from agan_jax.train.updates import StageFns, make_stage_fns
+
+
+def abstract(tree):
+    """ShapeDtypeStructs of every leaf of a tree (None stays None)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """One stage's functions and the abstract shapes of its programs' arguments."""
+
+    fns: StageFns
+    state: Any  # StageState of ShapeDtypeStructs
+    data: StageData  # of ShapeDtypeStructs
+    init_args: tuple  # (key, prev_g, prev_d)
+    prepare_args: tuple  # (g_vars, lower_vars, lower_amps, z_rec, real)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+    """What every stage of one run shares: its family, settings and sizes."""
+
+    family: Family
+    settings: Settings
+    sizes: list[tuple[int, int]]
+
+    def fns(self, stage: int, finetune: bool = False) -> StageFns:
+        s = self.settings
+        return make_stage_fns(
+            self.family,
+            s.model,
+            self.sizes,
+            stage,
+            s.train,
+            s.loss,
+            s.augment,
+            finetune,
+        )
+
+
+def plan_stages(stages: Stages, first: int, last: int, prev_g, prev_d, lower, z_rec):
+    """Abstract shapes of stages first..last, before anything trains.
+
+    Args:
+      prev_g, prev_d: variables (or shapes) of stage first-1, None at stage 0.
+      lower: generator variables (or shapes) of stages < first.
+      z_rec: the stage-0 reconstruction input (None before stage 0 trained).
+    Returns:
+      {stage: StagePlan}.
+    """
+    spec, sizes, seed = stages.settings.model, stages.sizes, stages.settings.seed
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    f32 = jnp.float32
+    prev_g, prev_d, z_rec = abstract(prev_g), abstract(prev_d), abstract(z_rec)
+    lower = [abstract(v) for v in lower]
+    source = jax.ShapeDtypeStruct((*sizes[0], 3), f32)
+    plan = {}
+    for s in range(first, last + 1):
+        fns = stages.fns(s)
+        state = jax.eval_shape(fns.init_state, key, prev_g, prev_d)
+        if z_rec is None:
+            rec0 = functools.partial(stages.family.stage0_rec, spec, seed, sizes)
+            z_rec = jax.eval_shape(rec0, state.g_vars, source)
+        real = jax.ShapeDtypeStruct((*sizes[s], 3), f32)
+        prep_args = (state.g_vars, tuple(lower), jax.ShapeDtypeStruct((s,), f32))
+        prep_args += (z_rec, real)
+        rec_inputs, _ = jax.eval_shape(fns.prepare, *prep_args)
+        data = StageData(
+            real=real,
+            amps=jax.ShapeDtypeStruct((s + 1,), f32),
+            rec_inputs=rec_inputs,
+            lower_vars=tuple(lower),
+            source=source,
+        )
+        plan[s] = StagePlan(fns, state, data, (key, prev_g, prev_d), prep_args)
+        lower.append(state.g_vars)
+        prev_g, prev_d = state.g_vars, state.d_vars
+    return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePrograms:
+    """The compiled programs of one stage."""
+
+    fns: StageFns
+    init: Any  # init_state(key, prev_g_vars, prev_d_vars)
+    prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, rmse)
+    runners: dict  # iterations per call -> compiled runner (runner.make_runner)
+    sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
+    # Compile seconds by part: 'setup' (init + prepare), 'runners', 'grid'.
+    compile_parts: dict
+    reconstruct: Any = None  # (g_vars 0..s, amps, z_rec) -> image, with `sampler`
+
+    @property
+    def compile_s(self) -> float:
+        return sum(self.compile_parts.values())
+
+
+def compile_stage(
+    stages: Stages, s: int, plan: StagePlan, models: Models | None = None
+) -> StagePrograms:
+    """Compiles one stage's programs from abstract shapes (in a worker thread).
+
+    `models`: how the loop holds its models (group.Models; default one,
+    unbatched). Training programs run over the model axis; the stage grid's
+    sampler and reconstruction take one model (called once per model).
+    """
+    t0 = time.time()
+    models = models or Models()
+    ts = stages.settings.train
+    opts = ts.compiler_options
+    fns, b = models.fns(plan.fns), models.abstract
+    # init_state is called once per model (group.Models.each).
+    init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
+    prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
+    t1 = time.time()
+    runners = make_runner(
+        fns, ts, b(plan.state), b(plan.data), s, stages.family.fuse_min_pixels
+    )
+    t2 = time.time()
+    sampler = reconstruct = None
+    if ts.stage_samples > 0:
+        f = make_sampler(
+            stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
+        )
+        # In calls of grid_batch samples (1 on CPU): the whole grid in one call
+        # added 218 MiB to peak RSS at ConSinGAN's 97x128 stage (issue 13).
+        batch = grid_batch(ts.stage_samples)
+        keys = jax.ShapeDtypeStruct((batch,), jax.random.key(0).dtype)
+        amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
+        variables = (*plan.data.lower_vars, plan.state.g_vars)
+        base = jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)
+        sampler = (
+            jax.jit(f).lower(keys, variables, amps, base).compile(compiler_options=opts)
+        )
+        rec = make_reconstructor(stages.settings.model, stages.sizes, s + 1)
+        z_rec = plan.prepare_args[3]
+        reconstruct = (
+            jax.jit(rec).lower(variables, amps, z_rec).compile(compiler_options=opts)
+        )
+    t3 = time.time()
+    release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
+    parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
+    return StagePrograms(fns, init, prepare, runners, sampler, parts, reconstruct)
