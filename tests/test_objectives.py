@@ -133,6 +133,23 @@ def _stage(kind: str, **ts_fields):
     return st, fns, state, data
 
 
+def assert_adam_step(got, tx, grads, opt, params):
+    """`got` is Adam's step from `params` on `grads` wherever the gradient is
+    above float noise. A conv bias before BatchNorm has a true gradient of 0,
+    and Adam turns its float-noise gradient into a full +-lr step of either
+    sign; those elements (and only those: at least 90% are compared) are left
+    out."""
+    upd, _ = tx.update(grads, opt, params)
+    want = optax.apply_updates(params, upd)
+    top = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
+    checked = total = 0
+    for g, x, y in zip(*(jax.tree.leaves(t) for t in (grads, got, want)), strict=True):
+        mask = np.abs(np.asarray(g)) > 1e-5 * top
+        np.testing.assert_allclose(np.asarray(x)[mask], np.asarray(y)[mask], atol=2e-6)
+        checked, total = checked + mask.sum(), total + mask.size
+    assert checked >= 0.9 * total, (checked, total)
+
+
 def assert_gradient(opt_state, grads, beta1: float):
     """The gradient an update took equals `grads`: after a stage's first Adam
     step the first moment is (1 - beta1) x the gradient (Adam's step itself is
@@ -163,7 +180,9 @@ def test_updates_take_adams_step_on_the_written_out_objectives(kind):
 
     d_params = state.d_vars["params"]
     after_d, _ = jax.jit(fns.d_step)(state, data)
-    assert_gradient(after_d.d_opt, jax.grad(critic_loss)(d_params), st.ts.beta1)
+    grads = jax.grad(critic_loss)(d_params)
+    assert_gradient(after_d.d_opt, grads, st.ts.beta1)
+    assert_adam_step(after_d.d_vars["params"], st.tx_d, grads, state.d_opt, d_params)
 
     # The generator update: fresh inputs from split(key), the critic as updated.
     _, *k_in = jax.random.split(after_d.key, 1 + n_in)
@@ -180,7 +199,9 @@ def test_updates_take_adams_step_on_the_written_out_objectives(kind):
 
     g_params = after_d.g_vars["params"]
     after_g, _ = jax.jit(fns.g_step)(after_d, data)
-    assert_gradient(after_g.g_opt, jax.grad(gen_loss)(g_params), st.ts.beta1)
+    grads = jax.grad(gen_loss)(g_params)
+    assert_gradient(after_g.g_opt, grads, st.ts.beta1)
+    assert_adam_step(after_g.g_vars["params"], st.tx_g, grads, after_d.g_opt, g_params)
     assert int(after_g.step) == 2
 
 
