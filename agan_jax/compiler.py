@@ -29,3 +29,18 @@ def options(level: int = -1) -> dict | None:
     if level not in (0, 1, 2, 3):
         raise ValueError(f"XLA backend optimisation level must be -1..3, got {level}")
     return {"xla_backend_optimization_level": int(level)}
+
+
+# On CPU, a stage of at least this many pixels (and not the first) runs a whole
+# iteration per compiled call (`train.runner.resolve_compile_unit`), by model kind.
+# Measured on the 2-core CPU, docs/performance.md ("What changed, predicted and
+# measured", the fused-iteration row): SinGAN/AGAN gained from 62x82 px up and lost
+# below; ConSinGAN gained at every later stage (its rule's critic updates share one
+# fake, which XLA computes once in the fused program). Other kinds: never fused.
+FUSE_MIN_PIXELS = {"singan": 62 * 82, "agan": 62 * 82, "consingan": 0}
+
+
+def fuse_min_pixels(kind: str) -> int:
+    """Pixels from which a later stage of `kind` fuses an iteration on CPU (see
+    FUSE_MIN_PIXELS); a kind not measured never fuses."""
+    return FUSE_MIN_PIXELS.get(kind, 2**62)

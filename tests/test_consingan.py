@@ -104,7 +104,7 @@ def test_parameter_counts_at_paper_size():
     )
     assert _count(d["params"]) == 1792 + 3 * 36928 + 577
     # What each stage adds: block s (with the head and the tail at stage 0).
-    added = [_count(FAMILY.stage_params(shapes["params"], s)) for s in range(6)]
+    added = [_count(consingan.stage_params(shapes["params"], s)) for s in range(6)]
     assert added == [1792 + 110784 + 1731] + [110784] * 5
     assert sum(added) == _count(shapes["params"])
 
@@ -158,7 +158,7 @@ def test_run_layout_and_params_per_stage(tiny_consingan_run):
         want = {"head", "tail", *(f"block_{i}" for i in range(s + 1))}
         assert set(v["params"]) == want
     rows = [
-        (s, _count(FAMILY.stage_params(run.g_vars[s]["params"], s)))
+        (s, _count(consingan.stage_params(run.g_vars[s]["params"], s)))
         for s in range(run.num_stages)
     ]
     total = _count(run.g_vars[-1]["params"])

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agan_jax import checkpoint, pyramid, sampling, train
+from agan_jax import checkpoint, compiler, pyramid, sampling, train
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.settings import ModelSpec, Settings, TrainSettings
@@ -114,9 +114,9 @@ def test_update_and_iteration_units_agree(fused):
 def test_auto_compile_unit_by_backend_stage_and_size():
     big, small = 62 * 82, 62 * 82 - 1
     # SinGAN/AGAN fuse an iteration on CPU from 62x82 px up; ConSinGAN always.
-    singan = families.get("singan").fuse_min_pixels
-    assert singan == families.get("agan").fuse_min_pixels == big
-    assert families.get("consingan").fuse_min_pixels == 0
+    singan = compiler.fuse_min_pixels("singan")
+    assert singan == compiler.fuse_min_pixels("agan") == big
+    assert compiler.fuse_min_pixels("consingan") == 0
     assert resolve_compile_unit("update", 3, big, singan) == "update"
     assert resolve_compile_unit("iteration", 0, small, singan) == "iteration"
     if jax.default_backend() == "cpu":

@@ -489,15 +489,21 @@ def default_rule(spec) -> str:
     return "consingan"
 
 
-FAMILY = Family.from_hooks(
-    globals(),
+FAMILY = Family(
     kind="consingan",
     display_name=lambda schedule: "ConSinGAN",
+    make_generator=make_generator,
+    make_discriminator=make_discriminator,
+    draw_noise=draw_noise,
+    draw_noise_like=draw_noise_like,
+    forward=forward,
+    rec_noises=rec_noises,
+    stage0_rec=stage0_rec,
+    make_stage=make_stage,
     update_rules=("fresh", "consingan"),
     default_rule=default_rule,
-    # Every later stage fused on CPU: its 3 critic updates share one fake, which
-    # XLA computes once in the fused program (max_size 64: 281 -> 206 s).
-    fuse_min_pixels=0,
     stage_generators=False,
+    attention=False,
     can_finetune=True,
+    check=check,
 )

@@ -18,7 +18,6 @@ from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.run import Run
-from agan_jax.settings import Settings
 from agan_jax.state import StageData
 from agan_jax.train.loop import PlotPolicy, Stages, stage_key
 from agan_jax.train.metrics import make_writer
@@ -56,7 +55,7 @@ def fine_tune(
     meta = src.read_metadata()
     run = src.load_run()
     src.close()
-    run_settings = Settings.from_config(meta["config"])
+    run_settings = run.settings
     family = families.of(run_settings.model)
     if not family.can_finetune:
         raise UserError(

@@ -19,7 +19,7 @@ import numpy as np
 
 from agan_jax import image_io
 from agan_jax.forward import pyramid_forward, rec_noises
-from agan_jax.sampling import default_batch_size, in_batches
+from agan_jax.sampling import default_batch_size, in_batches, stream_keys
 
 # Smallest cell height of a picture meant to be looked at (px): grids of 25-64 px
 # stages are upscaled by an integer factor, nearest neighbour.
@@ -132,7 +132,7 @@ def write_stage_images(
     (given) the reconstruction, in stages/ and to `writer` (a MetricWriter) at
     `step`; every picture upscaled to cells of at least MIN_CELL px."""
     key = jax.random.fold_in(jax.random.key(seed), GRID_KEY + s)
-    keys = jax.random.split(key, n)
+    keys = stream_keys(key, np.arange(n))
     base = jnp.zeros((1, 1, 3), jnp.float32)
     args = (tuple(g_vars), jnp.asarray(amps, jnp.float32), base)
     images, attns = in_batches(sampler, keys, grid_batch(n), *args)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import checkpoint, image_io, plots, pyramid
+from agan_jax import checkpoint, compiler, image_io, plots, pyramid
 from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
 from agan_jax.memory import forget_compiled, release_free_memory, resident_mib
@@ -205,9 +205,8 @@ def compile_stage(
     init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
     prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
     t1 = time.time()
-    runners = make_runner(
-        fns, ts, b(plan.state), b(plan.data), s, stages.family.fuse_min_pixels
-    )
+    fuse = compiler.fuse_min_pixels(stages.family.kind)
+    runners = make_runner(fns, ts, b(plan.state), b(plan.data), s, fuse)
     t2 = time.time()
     sampler = reconstruct = None
     if ts.stage_samples > 0:
@@ -302,7 +301,7 @@ def diverged_advice(e, settings: Settings, workdir: str, saved: int) -> str:
             f"{e}. No stage is saved, so every setting may still change: lower the "
             f"learning rates (e.g. {lower}) and re-run the same command"
         )
-    keys = ", ".join(sorted(checkpoint._RESUMABLE_KEYS))
+    keys = ", ".join(sorted(checkpoint.RESUMABLE_KEYS))
     return (
         f"{e}. In {workdir} {checkpoint.saved_phrase(saved)}, and a resume keeps "
         f"the run's settings (only {keys} and log.* may change): to train with "
