@@ -1,12 +1,11 @@
 """XLA compile options for the programs this package compiles ahead of time.
 
 On CPU, XLA's generated kernels are built with LLVM O1 instead of XLA's default
-O2. Measured on the 2-core CPU machine with jax 0.10.2 (docs/performance.md): one
-48x64 SinGAN stage's programs compile in 12.4 s instead of 15.9 s (its 8-sample
-grid sampler 1.9 s instead of 3.8 s) at the same seconds per iteration
-(0.95-1.00x); parameters after 3 iterations differ from O2's by 3.7e-9
-(tests/test_train.py::test_cpu_compile_level_trains_like_xla_default). The convolutions run in Eigen at either level, which is why
-the running time does not move. Other backends keep XLA's defaults.
+O2: the programs compile faster at the same seconds per iteration
+(docs/performance.md, "XLA optimisation level") and train the same weights
+(tests/test_train.py::test_cpu_compile_level_trains_like_xla_default). The
+convolutions run in Eigen at either level, which is why the running time does not
+move. Other backends keep XLA's defaults.
 """
 
 from __future__ import annotations

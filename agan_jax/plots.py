@@ -132,7 +132,7 @@ def losses_figure(runs: Sequence[tuple[str, Series]], title: str = ""):
     height = 2.9 * rows + head
     fig = Figure(figsize=(5.2 * COLUMNS, height), dpi=100)
     FigureCanvasAgg(fig)
-    # Fixed margins: tight_layout measured 3 s of a 4 s draw on the 2-core CPU.
+    # Fixed margins: tight_layout took most of a draw's time on the 2-core CPU.
     fig.subplots_adjust(
         left=0.06,
         right=0.99,

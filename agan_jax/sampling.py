@@ -109,9 +109,9 @@ class Batch(NamedTuple):
 def default_batch_size() -> int:
     """Samples per vmap'd call when not given: 4 on CPU, 256 elsewhere.
 
-    On the 2-core CPU (AGAN, 6 stages, 48x64) batches of 1-4 drew 27 samples/s,
-    16 and more 10-13 samples/s (`python -m launch.bench`): larger batches only
-    spill the caches there. Accelerators want large batches.
+    On the 2-core CPU batches of more than 4 drew fewer samples per second
+    (docs/performance.md, "What changed"): larger batches only spill the caches
+    there. Accelerators want large batches.
     """
     return 4 if jax.default_backend() == "cpu" else 256
 

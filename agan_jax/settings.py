@@ -558,9 +558,9 @@ def _augment_problems(p: Problems, a: AugmentSettings) -> None:
 def default_steps_per_call() -> int:
     """Iterations per compiled call when train.steps_per_call is 0 (auto).
 
-    CPU: 1. With jax 0.10.2 on a 2-core CPU a lax.scan around this step ran 8x
-    slower per iteration than the same step jitted alone (SPEC 6). Accelerators:
-    10, to remove launch gaps between iterations (not measured in this repo yet).
+    CPU: 1: on the 2-core CPU a lax.scan around this step ran many times slower
+    per iteration than the same step jitted alone (docs/performance.md, "What
+    changed"). Accelerators: 10, to remove launch gaps between iterations.
     """
     import jax
 

@@ -115,7 +115,8 @@ class Family:
 
 def rbg_key(key: jax.Array) -> jax.Array:
     """An 'rbg' key derived from a threefry key, for drawing initial weights: the
-    init program then compiled in 1.5 s instead of 4.9 s on the 2-core CPU."""
+    init program compiles about 3x faster on CPU (docs/performance.md, "What
+    changed")."""
     return jax.random.wrap_key_data(
         jax.random.bits(key, (4,), jax.numpy.uint32), impl="rbg"
     )

@@ -109,9 +109,9 @@ GRID_KEY = 20_000
 def grid_batch(n: int) -> int:
     """Samples per call of a stage grid's sampler (compiled for this many keys;
     write_stage_images calls it in turns): 1 on CPU, where a grid is drawn for
-    peak memory, not speed (ConSinGAN's last grid at 97x128 added 190 MiB to the
-    run's peak RSS in calls of 4 samples, none in calls of 1; batches of 1-4 draw
-    about as many samples/s there); up to `default_batch_size()` elsewhere."""
+    peak memory, not speed (calls of 4 samples raised ConSinGAN's peak RSS, calls
+    of 1 did not, at about the same samples/s: docs/performance.md); up to
+    `default_batch_size()` elsewhere."""
     return min(n, 1 if jax.default_backend() == "cpu" else default_batch_size())
 
 
