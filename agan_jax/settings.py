@@ -37,13 +37,13 @@ BLENDS = ("convex", "residual")
 # read as if it held this value (checkpoint.RunStore.read_metadata), so adding a
 # field never makes a trained run unloadable. New fields go here too.
 ADDED_FIELDS: dict[str, Any] = {
-    "model.warm_start": True,  # issue 12: every earlier run warm-started
-    "model.blend": "convex",  # issue 12: every earlier run blended as eq. 12
-    "train.stage0_rec_noise": "fixed",  # issue 11: earlier runs kept one z*
-    "data.fit": "",  # issue 14: earlier runs trained the image as loaded
-    "train.models_per_call": 0,  # issue 14: how a folder groups (not a result)
-    "train.group_mode": "auto",  # issue 14
-    "train.compile_ahead": True,  # issue 13: how programs compile (not a result)
+    "model.warm_start": True,  # every earlier run warm-started
+    "model.blend": "convex",  # every earlier run blended as the AGAN paper's eq. 12
+    "train.stage0_rec_noise": "fixed",  # earlier runs kept one z*
+    "data.fit": "",  # earlier runs trained the image as loaded
+    "train.models_per_call": 0,  # how a folder groups (not a result)
+    "train.group_mode": "auto",  # how a folder groups (not a result)
+    "train.compile_ahead": True,  # how programs compile (not a result)
 }
 
 

@@ -1,4 +1,5 @@
-"""Shared defaults for every model family (SPEC section 10).
+"""Shared defaults for every model family: every field a config can set, with its
+default (agan_jax/settings.py reads them).
 
 Command (SinGAN with these defaults; prefer configs/singan.py or configs/agan.py):
   python -m launch.train --config=configs/default.py --workdir=runs/default

@@ -233,7 +233,8 @@ def test_resume_equals_uninterrupted(tiny_agan_run, tmp_path):
 
 
 def test_run_outputs(tiny_agan_run):
-    """Noise amplitudes follow SPEC 6; metrics.jsonl has every stage."""
+    """Noise amplitudes: 1 at stage 0 (SinGAN), noise_amp_base x RMSE above;
+    metrics.jsonl has every stage."""
     workdir, run = tiny_agan_run
     assert run.noise_amps[0] == 1.0
     reals = run.reals()

@@ -66,7 +66,7 @@ from agan_jax.state import adam
 MODES = ("generation", "retarget", "animation", "harmonization", "editing")
 # Modes whose features are upsampled into the border instead of zero-padded.
 EDGE_MODES = ("generation", "animation")
-# Modes that train the head on augmented images (SPEC 5, ConSinGAN section 3.3).
+# Modes that train the head on augmented images (ConSinGAN paper, section 3.3).
 AUGMENT_MODES = ("harmonization", "editing")
 CONSTS = "consts"  # variable collection holding the reconstruction-noise key
 
