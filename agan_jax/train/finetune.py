@@ -52,24 +52,11 @@ def fine_tune(
       The fine-tuned Run (loaded from `out_workdir`).
     """
     src = checkpoint.RunStore(workdir)
-    meta = src.read_metadata()
     run = src.load_run()
     src.close()
+    meta = dict(run.meta)
     run_settings = run.settings
-    family = families.of(run_settings.model)
-    if not family.can_finetune:
-        raise UserError(
-            f"{workdir} holds a {family.kind} run; fine-tuning is for ConSinGAN runs "
-            "(train one with --config=configs/consingan.py:harmonization)"
-        )
-    num_stages = len(run.sizes)
-    if run.num_stages < num_stages:
-        raise UserError(
-            f"{workdir} has {run.num_stages} of {num_stages} stages trained; finish "
-            "training first (re-run python -m launch.train with the same --workdir)"
-        )
-    if int(iters) < 1:
-        raise UserError(f"fine-tuning needs at least 1 iteration, got {iters}")
+    family = _finetunable_family(run, workdir, iters)
     settings = run_settings if config is None else families.settings_from_config(config)
     settings = dataclasses.replace(
         settings,
@@ -110,6 +97,26 @@ def fine_tune(
         raise
     finally:
         out_lock.release()
+
+
+def _finetunable_family(run: Run, workdir: str, iters: int):
+    """The run's family; UserError unless it is a whole ConSinGAN-like run and
+    iters >= 1."""
+    family = families.of(run.settings.model)
+    if not family.can_finetune:
+        raise UserError(
+            f"{workdir} holds a {family.kind} run; fine-tuning is for ConSinGAN runs "
+            "(train one with --config=configs/consingan.py:harmonization)"
+        )
+    num_stages = len(run.sizes)
+    if run.num_stages < num_stages:
+        raise UserError(
+            f"{workdir} has {run.num_stages} of {num_stages} stages trained; finish "
+            "training first (re-run python -m launch.train with the same --workdir)"
+        )
+    if int(iters) < 1:
+        raise UserError(f"fine-tuning needs at least 1 iteration, got {iters}")
+    return family
 
 
 def _check_new_dir(out: str) -> None:
