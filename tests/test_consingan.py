@@ -22,6 +22,7 @@ from agan_jax.state import StageData
 from agan_jax.train.finetune import fine_tune
 from agan_jax.train.loop import noise_amp, stage_key
 from agan_jax.train.updates import make_stage_fns, resolve_rule
+from benchmarks import train_table
 from tests.conftest import (
     model_spec,
     settings_for,
@@ -164,6 +165,9 @@ def test_run_layout_and_params_per_stage(tiny_consingan_run):
     total = _count(run.g_vars[-1]["params"])
     assert sum(g for _, g in rows) == total
     assert rows[1][1] == rows[2][1] == _count(run.g_vars[2]["params"]["block_2"])
+    # The benchmarks' table counts the same (benchmarks/train_table.py).
+    table = train_table.stage_param_counts(run)
+    assert [(s, g) for s, g, _ in table] == rows
 
 
 def test_frozen_groups_unchanged_across_a_stage(tiny_consingan_run):
