@@ -29,7 +29,7 @@ from agan_jax.run import Run
 from agan_jax.settings import Settings, fill_added_fields
 
 # Config entries that may change between a run and its resumption.
-_RESUMABLE_KEYS = {
+RESUMABLE_KEYS = {
     "data.image",
     "train.compile_ahead",
     "train.group_mode",
@@ -183,14 +183,14 @@ class RunStore:
         diff = [
             f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
             for k in sorted(set(a) | set(b))
-            if k not in _RESUMABLE_KEYS and a.get(k) != b.get(k)
+            if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)
         ]
         if diff or old.get("sizes") != meta["sizes"]:
             raise UserError(
                 f"{self.workdir} holds a run with other settings ("
                 + "; ".join(diff or ["stage sizes differ"])
                 + "); resume it with its own settings (only "
-                + ", ".join(sorted(_RESUMABLE_KEYS))
+                + ", ".join(sorted(RESUMABLE_KEYS))
                 + " and log.* may change) or use a new --workdir"
             )
         return True
@@ -317,7 +317,7 @@ class RunStore:
     def load_run(self, upto: int | None = None) -> Run:
         """The trained pyramid (stages 0..upto-1, default all finished) as a Run."""
         meta = self.read_metadata()
-        spec = Settings.from_config(meta["config"]).model
+        settings = Settings.from_config(meta["config"])
         stages = self.finished_stages(meta["num_stages"])
         if not stages:
             raise UserError(
@@ -330,7 +330,8 @@ class RunStore:
         real = np.load(real_path) if os.path.exists(real_path) else None
         to_jnp = lambda t: jax.tree.map(jax.numpy.asarray, t)  # noqa: E731
         return Run(
-            spec=spec,
+            settings=settings,
+            spec=settings.model,
             sizes=[tuple(s) for s in meta["sizes"]],
             g_vars=[to_jnp(t["g_vars"]) for t in trees],
             noise_amps=np.asarray([float(t["noise_amp"]) for t in trees], np.float32),

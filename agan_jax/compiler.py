@@ -1,12 +1,11 @@
 """XLA compile options for the programs this package compiles ahead of time.
 
 On CPU, XLA's generated kernels are built with LLVM O1 instead of XLA's default
-O2. Measured on the 2-core CPU machine with jax 0.10.2 (docs/performance.md): one
-48x64 SinGAN stage's programs compile in 12.4 s instead of 15.9 s (its 8-sample
-grid sampler 1.9 s instead of 3.8 s) at the same seconds per iteration
-(0.95-1.00x); parameters after 3 iterations differ from O2's by 3.7e-9
-(tests/test_train.py::test_cpu_compile_level_trains_like_xla_default). The convolutions run in Eigen at either level, which is why
-the running time does not move. Other backends keep XLA's defaults.
+O2: the programs compile faster at the same seconds per iteration
+(docs/performance.md, "XLA optimisation level") and train the same weights
+(tests/test_train.py::test_cpu_compile_level_trains_like_xla_default). The
+convolutions run in Eigen at either level, which is why the running time does not
+move. Other backends keep XLA's defaults.
 """
 
 from __future__ import annotations
@@ -29,3 +28,18 @@ def options(level: int = -1) -> dict | None:
     if level not in (0, 1, 2, 3):
         raise ValueError(f"XLA backend optimisation level must be -1..3, got {level}")
     return {"xla_backend_optimization_level": int(level)}
+
+
+# On CPU, a stage of at least this many pixels (and not the first) runs a whole
+# iteration per compiled call (`train.runner.resolve_compile_unit`), by model kind.
+# Measured on the 2-core CPU, docs/performance.md ("What changed, predicted and
+# measured", the fused-iteration row): SinGAN/AGAN gained from 62x82 px up and lost
+# below; ConSinGAN gained at every later stage (its rule's critic updates share one
+# fake, which XLA computes once in the fused program). Other kinds: never fused.
+FUSE_MIN_PIXELS = {"singan": 62 * 82, "agan": 62 * 82, "consingan": 0}
+
+
+def fuse_min_pixels(kind: str) -> int:
+    """Pixels from which a later stage of `kind` fuses an iteration on CPU (see
+    FUSE_MIN_PIXELS); a kind not measured never fuses."""
+    return FUSE_MIN_PIXELS.get(kind, 2**62)

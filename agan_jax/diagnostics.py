@@ -74,14 +74,15 @@ def stage_samples(sampler: sampling.Sampler, key, n: int, stop: int, attention):
         ("per_stage", n, stop, attention),
         lambda: sampling.make_sampler(run.spec, run.sizes, 0, stop, attention),
     )
-    keys = jax.random.split(key, n)
+    keys = sampling.stream_keys(key, np.arange(n))
     base = jnp.zeros((1, 1, 3), jnp.float32)
     out = fn(keys, run.g_vars[:stop], jnp.asarray(run.noise_amps), base)
     return out if attention else (out, [])
 
 
 def stage_proposals(sampler: sampling.Sampler, key, stage: int, below) -> tuple:
-    """For the samples `below` of stage-1 (drawn with `key` split per sample):
+    """For the samples `below` of stage-1 (sample i drawn with
+    `sampling.stream_key(key, i)`):
     stage's input x (their resize to the stage) and G_A's proposal x_hat."""
     run = sampler.run
     spec, sizes = run.spec, run.sizes
@@ -105,7 +106,7 @@ def stage_proposals(sampler: sampling.Sampler, key, stage: int, below) -> tuple:
         return jax.vmap(one, in_axes=(0, None, None, 0))
 
     fn = sampler.compiled(("proposal", len(below), stage), make)
-    keys = jax.random.split(key, len(below))
+    keys = sampling.stream_keys(key, np.arange(len(below)))
     amp = jnp.asarray(run.noise_amps[stage], jnp.float32)
     return fn(keys, run.g_vars[stage], amp, below)
 
@@ -125,7 +126,7 @@ def per_stage(
     run: Run | sampling.Sampler, num_samples: int = 16, seed: int = 0
 ) -> list[dict[str, Any]]:
     """One row per trained stage (see the module docstring); every stage's samples
-    use the keys `jax.random.split(jax.random.key(seed), num_samples)`."""
+    use the keys of `Sampler.sample(jax.random.key(seed), num_samples)`."""
     if num_samples < 1:
         raise UserError(f"--num_samples must be at least 1, got {num_samples}")
     sampler = sampling.as_sampler(run)

@@ -3,12 +3,9 @@
 XLA's CPU compiler (LLVM) allocates and frees hundreds of MiB per stage; glibc's
 malloc keeps the freed pages in its arenas, so a run's resident memory only grows,
 stage after stage. `release_free_memory` asks glibc to return them
-(`malloc_trim(0)`). Measured on the 2-core CPU machine (`launch.train
---config=configs/singan.py --config.train.iters_per_stage=20`, 5 stages, cache
-off, quiet machine; docs/performance.md): peak RSS 1,217, 1,242 and 1,244 MiB with
-a trim after each stage's compile against 1,456 and 1,564 MiB without (-17%), wall
-110-116 s against 115-118 s. Elsewhere (another C library, another OS) it does
-nothing.
+(`malloc_trim(0)`): a trim after each stage's compile lowers the peak resident
+memory at the same wall time (docs/performance.md, "Where the memory goes").
+Elsewhere (another C library, another OS) it does nothing.
 """
 
 from __future__ import annotations
@@ -46,10 +43,7 @@ def forget_compiled() -> None:
     of every eager operation and helper the stages before ran (hundreds of MiB
     by the last stage at 64 px); the stage's own programs are compiled ahead of
     time and held elsewhere, and the persistent compilation cache is untouched.
-    Measured (`launch.train --config=configs/singan.py
-    --config.train.iters_per_stage=20`, 5 stages, cache off, 2-core machine under
-    load): peak RSS 933 MiB against 1,246-1,266 MiB; RSS after the last stage
-    646 against 995 MiB."""
+    Figures: docs/performance.md ("What changed memory")."""
     import gc
 
     import jax

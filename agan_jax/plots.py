@@ -114,9 +114,39 @@ def _offsets(runs: Sequence[Series]) -> list[int]:
     return offsets
 
 
+def _decorate_panel(ax, name: str, log: bool, values, offsets, centres) -> None:
+    """Stage boundaries, a log scale where asked and the values span LOG_RATIO,
+    the title, limits, grid and stage numbers of one panel."""
+    from matplotlib import ticker
+
+    for x in offsets[1:-1]:
+        ax.axvline(x, color="0.6", ls=":", lw=0.8)
+    low = min(values, default=0.0)
+    if log and low > 0 and max(values) >= LOG_RATIO * low:
+        ax.set_yscale("log")
+        # Plain numbers (0.03, 0.0001) at the decades: no mathtext, which is
+        # slower to draw and wider than the margin.
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_title(name, fontsize=10, pad=12)
+    ax.set_xlim(0, max(offsets[-1], 1))
+    ax.tick_params(which="both", labelsize=8)
+    ax.grid(alpha=0.25)
+    for s, c in enumerate(centres):  # stage numbers above the panel
+        ax.text(
+            c,
+            1.01,
+            f"s{s}",
+            transform=ax.get_xaxis_transform(),
+            fontsize=7,
+            ha="center",
+            va="bottom",
+            color="0.35",
+        )
+
+
 def losses_figure(runs: Sequence[tuple[str, Series]], title: str = ""):
     """A matplotlib Figure (Agg canvas): a panel per quantity, runs overlaid."""
-    from matplotlib import ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -132,7 +162,7 @@ def losses_figure(runs: Sequence[tuple[str, Series]], title: str = ""):
     height = 2.9 * rows + head
     fig = Figure(figsize=(5.2 * COLUMNS, height), dpi=100)
     FigureCanvasAgg(fig)
-    # Fixed margins: tight_layout measured 3 s of a 4 s draw on the 2-core CPU.
+    # Fixed margins: tight_layout took most of a draw's time on the 2-core CPU.
     fig.subplots_adjust(
         left=0.06,
         right=0.99,
@@ -162,30 +192,7 @@ def losses_figure(runs: Sequence[tuple[str, Series]], title: str = ""):
                     )
                     first = False
                     values_seen += values
-        for x in offsets[1:-1]:
-            ax.axvline(x, color="0.6", ls=":", lw=0.8)
-        low = min(values_seen, default=0.0)
-        if log and low > 0 and max(values_seen) >= LOG_RATIO * low:
-            ax.set_yscale("log")
-            # Plain numbers (0.03, 0.0001) at the decades: no mathtext, which is
-            # slower to draw and wider than the margin.
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_title(name, fontsize=10, pad=12)
-        ax.set_xlim(0, max(offsets[-1], 1))
-        ax.tick_params(which="both", labelsize=8)
-        ax.grid(alpha=0.25)
-        for s, c in enumerate(centres):  # stage numbers above the panel
-            ax.text(
-                c,
-                1.01,
-                f"s{s}",
-                transform=ax.get_xaxis_transform(),
-                fontsize=7,
-                ha="center",
-                va="bottom",
-                color="0.35",
-            )
+        _decorate_panel(ax, name, log, values_seen, offsets, centres)
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     for ax in axes[max(0, len(keys) - COLUMNS) : len(keys)]:

@@ -55,7 +55,7 @@ def exponents(schedule: str, n: int) -> np.ndarray:
     """Exponents e(k), k = 1..n, so the image downsampled k times is x0 * r**e(k).
 
     geometric (SinGAN): e(k) = k; cos, quad, circ (AGAN eqs. 2-4) and log
-    (ConSinGAN) as in SPEC section 4. All satisfy e(1) = 1 and e(n) = n; for
+    (ConSinGAN: e(k) = 1 + (n-1) log(k) / log(n)). All satisfy e(1) = 1 and e(n) = n; for
     n = 1 the result is [1.0] (the closed forms would divide by zero).
     """
     _check_schedule(schedule)
@@ -90,7 +90,7 @@ def num_geometric_stages(
             - ceil(log(min(max_size, max(H, W)) / max(H, W)) / log(r0)),
     evaluated as official SinGAN does (float64, no tolerance). This is its count
     (`stop_scale`), which gives 5 stages at max_size 64 and 7 at 128 for the
-    188x250 colusseum image; SPEC 4's formula omits the `+ 1`.
+    188x250 colusseum image (the formula without the `+ 1` gives one stage less).
     """
     h, w = int(original_hw[0]), int(original_hw[1])
     if h < 1 or w < 1:

@@ -16,7 +16,7 @@ import numpy as np
 
 from agan_jax import pyramid
 from agan_jax.errors import UserError
-from agan_jax.settings import ModelSpec
+from agan_jax.settings import ModelSpec, Settings
 
 Size = tuple[int, int]
 
@@ -26,16 +26,20 @@ class Run:
     """A trained pyramid: stages 0..num_stages-1 of `sizes`.
 
     Fields:
-      spec: the model's settings (its `kind` names the family).
+      settings: the settings it was trained with (run.json's config, read once).
+      spec: the model's settings (its `kind` names the family): `settings.model`
+        as loaded.
       sizes: (h, w) of every stage of the run, trained or not.
       g_vars: the generator variables of every trained stage.
       noise_amps: (num_stages,) noise amplitude of every trained stage.
       z_rec: the fixed stage-0 reconstruction input.
       real: the training image at the finest size (HWC), if known.
-      meta: the run's run.json (config, schedule, sizes, ...).
+      meta: the run's run.json (schedule, sizes, image hash, ...); its config is
+        `settings`.
       workdir: where it was loaded from.
     """
 
+    settings: Settings
     spec: ModelSpec
     sizes: list[Size]
     g_vars: list[Any]

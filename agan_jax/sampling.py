@@ -5,11 +5,11 @@ A `Sampler` wraps a `Run` and holds its compiled functions in a visible cache
 calls compile nothing. Sample i of a batch equals the same key drawn alone: one
 `jax.vmap` over keys, generators in inference mode (BatchNorm running statistics).
 
-Two key derivations: `Sampler.sample(key, n)` gives sample i the key
-`jax.random.split(key, n)[i]`; streamed sampling (`Sampler.draw`,
-`Sampler.stream`, `launch.sample`) gives sample i the key
-`stream_key(key, i) = jax.random.fold_in(key, i)`, which depends on nothing but
-i: not on the number of samples, the batch size or where a resumed run starts.
+One key derivation: sample i of `key` uses `stream_key(key, i) =
+jax.random.fold_in(key, i)`, in `Sampler.sample` as in streamed sampling
+(`Sampler.draw`, `Sampler.stream`, `launch.sample`). It depends on nothing but i:
+not on the number of samples, the batch size or where a resumed run starts, so
+the first k of n samples are the k samples of the same key.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import compiler
 from agan_jax.errors import UserError
 from agan_jax.forward import pyramid_forward, rec_noises, stage_noises
 from agan_jax.run import Run
-from agan_jax.settings import Settings
 
 Size = tuple[int, int]
 
@@ -76,6 +74,11 @@ def stream_key(key: jax.Array, i) -> jax.Array:
     return jax.random.fold_in(key, i)
 
 
+def stream_keys(key: jax.Array, indices) -> jax.Array:
+    """`stream_key(key, i)` for every i of `indices` (one array of keys)."""
+    return jax.vmap(lambda i: stream_key(key, i))(jnp.asarray(indices, jnp.int32))
+
+
 def make_indexed_sampler(
     spec, sizes: Sequence[Size], start: int, stop: int, with_attention: bool = False
 ):
@@ -87,7 +90,7 @@ def make_indexed_sampler(
     inner = make_sampler(spec, sizes, start, stop, with_attention)
 
     def fn(key, indices, variables, amps, base):
-        keys = jax.vmap(lambda i: stream_key(key, i))(indices)
+        keys = stream_keys(key, indices)
         return inner(keys, variables, amps, base)
 
     return fn
@@ -106,9 +109,9 @@ class Batch(NamedTuple):
 def default_batch_size() -> int:
     """Samples per vmap'd call when not given: 4 on CPU, 256 elsewhere.
 
-    On the 2-core CPU (AGAN, 6 stages, 48x64) batches of 1-4 drew 27 samples/s,
-    16 and more 10-13 samples/s (`python -m launch.bench`): larger batches only
-    spill the caches there. Accelerators want large batches.
+    On the 2-core CPU batches of more than 4 drew fewer samples per second
+    (docs/performance.md, "What changed"): larger batches only spill the caches
+    there. Accelerators want large batches.
     """
     return 4 if jax.default_backend() == "cpu" else 256
 
@@ -124,13 +127,8 @@ class Sampler:
         self.run = run
         self.cache: dict[Hashable, Callable] = {}
         # Compiled as the run's training was (train.xla_backend_opt_level: O0 for
-        # the tiny configs); a Run without its config gets the backend's default.
-        config = run.meta.get("config")
-        self.options = (
-            Settings.from_config(config).train.compiler_options
-            if config
-            else compiler.options()
-        )
+        # the tiny configs).
+        self.options = run.settings.train.compiler_options
 
     def compiled(self, key: Hashable, make: Callable[[], Callable]) -> Callable:
         """`self.cache[key]`, built by `make()` (a function to jit) on first use."""
@@ -182,7 +180,7 @@ class Sampler:
         noise, at the training size); from `start_stage` on, fresh noise at `scale`
         times the training size. Samples are computed in vmap'd batches of at
         most `batch_size` (0: `default_batch_size()`); sample i uses key
-        `jax.random.split(key, n)[i]`, whatever the batch size. With
+        `stream_key(key, i)`, whatever the batch size and n. With
         `with_attention`, also returns the attention maps of every attention stage
         run (a list of (n, h, w, 3) arrays; empty for SinGAN and ConSinGAN).
         """
@@ -197,7 +195,7 @@ class Sampler:
             ("sample", batch, start_stage, tuple(sizes), with_attention),
             lambda: make_sampler(run.spec, sizes, start_stage, stop, with_attention),
         )
-        keys = jax.random.split(key, n)
+        keys = stream_keys(key, np.arange(n))
         amps = jnp.asarray(run.noise_amps)
         return in_batches(fn, keys, batch, run.g_vars, amps, base)
 

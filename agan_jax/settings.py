@@ -37,13 +37,13 @@ BLENDS = ("convex", "residual")
 # read as if it held this value (checkpoint.RunStore.read_metadata), so adding a
 # field never makes a trained run unloadable. New fields go here too.
 ADDED_FIELDS: dict[str, Any] = {
-    "model.warm_start": True,  # issue 12: every earlier run warm-started
-    "model.blend": "convex",  # issue 12: every earlier run blended as eq. 12
-    "train.stage0_rec_noise": "fixed",  # issue 11: earlier runs kept one z*
-    "data.fit": "",  # issue 14: earlier runs trained the image as loaded
-    "train.models_per_call": 0,  # issue 14: how a folder groups (not a result)
-    "train.group_mode": "auto",  # issue 14
-    "train.compile_ahead": True,  # issue 13: how programs compile (not a result)
+    "model.warm_start": True,  # every earlier run warm-started
+    "model.blend": "convex",  # every earlier run blended as the AGAN paper's eq. 12
+    "train.stage0_rec_noise": "fixed",  # earlier runs kept one z*
+    "data.fit": "",  # earlier runs trained the image as loaded
+    "train.models_per_call": 0,  # how a folder groups (not a result)
+    "train.group_mode": "auto",  # how a folder groups (not a result)
+    "train.compile_ahead": True,  # how programs compile (not a result)
 }
 
 
@@ -558,9 +558,9 @@ def _augment_problems(p: Problems, a: AugmentSettings) -> None:
 def default_steps_per_call() -> int:
     """Iterations per compiled call when train.steps_per_call is 0 (auto).
 
-    CPU: 1. With jax 0.10.2 on a 2-core CPU a lax.scan around this step ran 8x
-    slower per iteration than the same step jitted alone (SPEC 6). Accelerators:
-    10, to remove launch gaps between iterations (not measured in this repo yet).
+    CPU: 1: on the 2-core CPU a lax.scan around this step ran many times slower
+    per iteration than the same step jitted alone (docs/performance.md, "What
+    changed"). Accelerators: 10, to remove launch gaps between iterations.
     """
     import jax
 

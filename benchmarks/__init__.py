@@ -5,7 +5,7 @@ Nothing in `agan_jax/` imports this package. Layers, top to bottom:
   launch/bench.py   flags -> one suite function, prints its tables
   gpu.py            the GPU suite (training wall time, FLOP/s, sampling, memory)
   targets.py        whole-process targets (launch.train + launch.sample children)
-  micro.py          issue 6's microbenchmarks, one function per measured fact
+  micro.py          microbenchmarks, one function per measured fact
   levers.py         variants of one stage compared in turns (speed levers)
   train_table.py    per-stage training table and sampling throughput of one run
   stage.py          one training stage built as training builds it, its runners

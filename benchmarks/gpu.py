@@ -1,4 +1,4 @@
-"""`--suite=gpu`: what issue 6 asks of an accelerator, in one table.
+"""`--suite=gpu`: the GPU bounds of benchmarks/references.py, in one table.
 
 Parts, in the order they run (`parts` picks some; the order puts the headline
 figures first, and memory before anything that allocates more than training):
@@ -415,7 +415,7 @@ def measure(
     return res
 
 
-COLUMNS = ("measurement", "setting", "measured", "derived", "issue 6 bound")
+COLUMNS = ("measurement", "setting", "measured", "derived", "bound")
 
 
 def _bound(key: str) -> str:

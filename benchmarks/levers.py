@@ -237,7 +237,7 @@ class LeverSizes:
     compile_rounds: int = 2  # compiles per variant of the opt_level lever
 
 
-ISSUE = LeverSizes()
+FULL = LeverSizes()
 TINY = LeverSizes(
     (((12, 16), 8, 0),),
     (((12, 16), 8, 0),),
@@ -267,17 +267,17 @@ def _agreement(variants: Sequence[Variant], sizes: LeverSizes) -> dict[str, floa
 def suite(
     levers: Sequence[str] = ("xnnpack", "compile_unit", "opt_level"),
     rounds: int = 6,
-    sizes: str = "issue",
+    sizes: str = "full",
     log: Callable[[str], None] | None = None,
 ) -> tuple[str, dict]:
     """`--suite=levers`: (header and one table per lever and size, raw results).
 
-    sizes: 'issue' (about 15 min on 2 cores) or 'tiny' (checks the suite runs).
+    sizes: 'full' (about 15 min on 2 cores) or 'tiny' (checks the suite runs).
     """
     for name in levers:
         if name not in LEVERS:
             raise UserError(f"unknown lever {name!r}; choose from {LEVERS}")
-    sz = TINY if sizes == "tiny" else ISSUE
+    sz = TINY if sizes == "tiny" else FULL
     values = dict(sz.values)
     parts = [common.environment() + (" (TINY sizes)" if sizes == "tiny" else "")]
     out: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Issue 6's microbenchmarks: one training iteration, the gradient penalty,
+"""Microbenchmarks: one training iteration, the gradient penalty,
 compile times, XLA flags; one function per measured fact, each returning seconds.
 
 Every `*_s` function builds what it measures from scratch (benchmarks/stage.py),
@@ -148,7 +148,7 @@ def stage_compile_s(
 
 @dataclasses.dataclass(frozen=True)
 class MicroSizes:
-    """Image sizes and widths of the microbenchmarks (the issue's, or tiny ones).
+    """Image sizes and widths of the microbenchmarks (full, or tiny ones).
 
     `values`: further settings of every stage (tiny: one update each and 2
     convolutions per network, for short compiles).
@@ -164,7 +164,7 @@ class MicroSizes:
     values: tuple[tuple[str, Any], ...] = ()
 
 
-ISSUE = MicroSizes()
+FULL = MicroSizes()
 TINY = MicroSizes(
     (12, 16),
     (16, 20),
@@ -180,7 +180,7 @@ CHILD_FIGURES = ("iter_97x128", "iter_97x128_xnnpack")
 
 
 def run_micro(
-    sizes: MicroSizes = ISSUE,
+    sizes: MicroSizes = FULL,
     only: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
@@ -269,17 +269,17 @@ def format_micro(
 
 
 def suite(
-    sizes: str = "issue",
+    sizes: str = "full",
     only: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[str, dict]:
     """`--suite=micro`: (the table with its header, raw results).
 
-    sizes: 'issue' (the issue's sizes, about 4 min on 2 quiet cores) or 'tiny'.
+    sizes: 'full' (49x64 to 97x128, about 4 min on 2 quiet cores) or 'tiny'.
     """
     header = common.environment()
-    measured = run_micro(TINY if sizes == "tiny" else ISSUE, only, log)
-    note = "" if sizes == "issue" else " (TINY sizes: rows not comparable)"
+    measured = run_micro(TINY if sizes == "tiny" else FULL, only, log)
+    note = "" if sizes == "full" else " (TINY sizes: rows not comparable)"
     text = format_micro(measured, header + note, comparable=not note)
     text += f"\n\nload average at the end: {common.load_average():.1f}"
     return text, {"env": header, "sizes": sizes, "measured": measured}

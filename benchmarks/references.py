@@ -1,25 +1,25 @@
 """Every target the suites print, each with its source.
 
-Micro figures (issue 6's facts) are compared only with other rows measured in
-the same run (e.g. the jvp penalty gradient with grad-of-grad): a figure stored
-from another afternoon or machine proves nothing (issue 13). The time of an
-official PyTorch program is measured side by side by `--suite=cpu_targets`
-(benchmarks/targets.py, benchmarks/official.py). The GPU bounds are issue 6's
-for an H100. No figure here was measured.
+Micro figures are compared only with other rows measured in the same run (e.g.
+the jvp penalty gradient with grad-of-grad): a figure stored from another
+afternoon or machine proves nothing (docs/performance.md, "Measured": the host's
+speed drifts by up to 20% over half an hour). The time of an official PyTorch
+program is measured side by side by `--suite=cpu_targets` (benchmarks/targets.py,
+benchmarks/official.py). The GPU bounds are the project's goals for an H100. No
+figure here was measured.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-# XLA:CPU flag of the XNNPACK rows (issue 6).
+# XLA:CPU flag of the XNNPACK rows.
 XNNPACK = "--xla_cpu_use_xnnpack=true"
 
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
-    """One measured fact of issue 6 and the row of the same run it is compared
-    with."""
+    """One measured fact and the row of the same run it is compared with."""
 
     key: str
     what: str
@@ -29,7 +29,7 @@ class Figure:
     target_text: str  # the target (or why there is none) in words
 
 
-# Issue 6 asked each iteration to be no slower than the official PyTorch one; that
+# The goal: each iteration no slower than the official PyTorch one; that
 # comparison is whole-process and side by side now (--suite=cpu_targets), so these
 # rows have no bound.
 SIDE_BY_SIDE = "reference: the official iteration runs side by side in cpu_targets"
@@ -47,7 +47,7 @@ FIGURES: tuple[Figure, ...] = (
         "iter_scan_49x64",
         "iteration 49x64, 64 ch, inside lax.scan (steps_per_call k), per iteration",
         "s",
-        "iter_jit_49x64",  # SPEC 6: a scan of this step measured 8x slower
+        "iter_jit_49x64",  # a lax.scan of this step ran many times slower
         False,
         "not used on CPU (steps_per_call 1)",
     ),
@@ -71,7 +71,7 @@ FIGURES: tuple[Figure, ...] = (
         "gp_jvp_49x64",
         "GP parameter gradient, grad of jvp along v = dGP/dg",
         "ms",
-        "gp_double_grad_49x64",  # SPEC 6: the jvp form must beat grad-of-grad
+        "gp_double_grad_49x64",  # the jvp form must beat grad-of-grad
         True,
         "<= grad-of-grad",
     ),
@@ -150,7 +150,7 @@ class Target:
     time_target: bool = True
 
 
-# Issue 13: whole process (train + 50 samples, cold compile) at most AIM x the
+# The goal: whole process (train + 50 samples, cold compile) at most AIM x the
 # official program's wall time, measured side by side in the same run; peak RSS
 # at most the official program's. No stored PyTorch figure: a time measured on
 # another afternoon or machine proves nothing.
@@ -161,7 +161,7 @@ CPU_TARGETS: tuple[Target, ...] = (
     Target("agan_64", "configs/agan.py", 64, "singan"),
     Target("singan_128", "configs/singan.py", 128, "singan"),
     Target("consingan_128", "configs/consingan.py", 128, "consingan"),
-    # Issue 13's memory at 250 px, at 20 it/stage on both sides (200 would take
+    # The memory goal at 250 px, at 20 it/stage on both sides (200 would take
     # the official programs hours per run on 2 cores; the peak comes from the
     # stage sizes, not from the iteration count).
     Target("singan_250", "configs/singan.py", 250, "singan", 20, False),
@@ -171,7 +171,7 @@ CPU_TARGETS: tuple[Target, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class GpuTarget:
-    """One GPU bound of issue 6 and the row of the GPU suite that measures it."""
+    """One GPU bound and the row of the GPU suite that measures it."""
 
     key: str
     what: str
@@ -180,42 +180,42 @@ class GpuTarget:
 
 
 GPU_TARGETS: tuple[GpuTarget, ...] = (
-    # issue 6: AGAN at paper size (250 px, 6 stages x 2000 iterations) on an H100.
+    # AGAN at paper size (250 px, 6 stages x 2000 iterations) on an H100.
     GpuTarget(
         "agan_train",
         "configs/agan.py:gpu training, H100",
         "<= 60 s",
         "configs/agan.py:gpu",
     ),
-    # issue 6: SinGAN at paper size on an H100.
+    # SinGAN at paper size on an H100.
     GpuTarget(
         "singan_train",
         "configs/singan.py:gpu training, H100",
         "<= 120 s",
         "configs/singan.py:gpu",
     ),
-    # issue 6: report the achieved fraction of the device's conv throughput.
+    # Report the achieved fraction of the device's conv throughput.
     GpuTarget(
         "flops", "achieved fraction of measured conv throughput (AGAN :gpu)", "report"
     ),
-    # issue 6: vmap'd sampling at 250 px in large batches.
+    # vmap'd sampling at 250 px in large batches.
     GpuTarget(
         "sampling", "sampling at 250 px (vmap, large batch)", ">= 2,000 samples/s"
     ),
-    # issue 6: a fresh process loading a run, with the persistent cache warm.
+    # A fresh process loading a run, with the persistent cache warm.
     GpuTarget(
         "first_sample",
         "time to first sample after loading a run (warm cache)",
         "<= 5 s",
     ),
-    # issue 6: a table of peak device memory by max_size.
+    # A table of peak device memory by max_size.
     GpuTarget("memory", "peak device memory at max_size 250 / 500 / 1000", "table"),
-    # issue 6: max_size 1000 must train on a 16 GB device.
+    # max_size 1000 must train on a 16 GB device.
     GpuTarget("memory_1000", "max_size 1000 training within 16 GB", "<= 16 GB"),
 )
 GPU_BOUNDS = {t.key: t for t in GPU_TARGETS}
 
 
 def training_bound(config: str) -> str:
-    """Issue 6's GPU training bound of a config name ('-' if it has none)."""
+    """The GPU training bound of a config name ('-' if it has none)."""
     return next((t.bound for t in GPU_TARGETS if t.config and t.config == config), "-")

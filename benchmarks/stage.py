@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import pyramid
+from agan_jax import compiler, pyramid
 from agan_jax.models import families
 from agan_jax.models.family import Family
 from agan_jax.settings import Settings
@@ -210,7 +210,7 @@ def build_runner(
         setup.state,
         setup.data,
         setup.stage,
-        setup.family.fuse_min_pixels,
+        compiler.fuse_min_pixels(setup.family.kind),
         options=options,
     )
     k = max(runners)

@@ -1,11 +1,11 @@
-"""Streaming sampling (issue 15): `python -m launch.sample` as a fresh process for
+"""Streaming sampling: `python -m launch.sample` as a fresh process for
 N = 1e3, 1e4, 1e5 samples of one trained run; wall time, samples/s and peak RSS.
 
 Each N runs once into a fresh temporary --out (removed afterwards). Wall time is
 the whole process (start-up, loading, compiling, sampling, grid); "sampling s" is
 what `launch.sample` reports for its drawing-and-writing loop (compilation of the
 batch function included). Peak RSS is `os.wait4`'s maximum resident set size of
-that child alone. The goal (issue 15): 1e5 samples with peak RSS under 1 GiB, in
+that child alone. The goal: 1e5 samples with peak RSS under 1 GiB, in
 at most 1.2 x 100 x the time of 1e3.
 """
 
@@ -90,7 +90,7 @@ COLUMNS = (
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
-    """Markdown table, one row per N, and a line on the issue's goal."""
+    """Markdown table, one row per N, and a line on the goal."""
     ok = [r for r in results if "error" not in r]
     base = ok[0] if ok else None
     rows = []
@@ -153,5 +153,5 @@ def suite(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     header = common.environment() + f"; run {workdir}; AGAN_JAX_CACHE={_cache()}"
-    text = "Streaming sampling (issue 15)\n" + header + "\n\n" + format_table(results)
+    text = "Streaming sampling\n" + header + "\n\n" + format_table(results)
     return text, {"workdir": workdir, "results": results}

@@ -1,4 +1,5 @@
-"""Whole-process CPU targets, side by side with the official programs (issue 13).
+"""Whole-process CPU targets, side by side with the official programs
+(benchmarks/references.py).
 
 Ours: `python -m launch.train --config=C --config.data.max_size=N --workdir=W
 --quiet`, then `python -m launch.sample --workdir=W --num_samples=50`, each a fresh
@@ -373,7 +374,7 @@ def cache_check(
     num_samples: int = 50,
     image: str | None = None,
 ) -> dict:
-    """Issue 13's 'a second run is free of compilation': with a fresh persistent
+    """The target 'a second run is free of compilation': with a fresh persistent
     cache, `target` trains and samples on the image, then on its mirror image
     (another image, the same stage shapes), then samples that run again. Per
     step: wall, compile waited for, and the cache entries it added (0: every
@@ -475,7 +476,7 @@ def suite(
     cache_check_target: str | None = None,
 ) -> tuple[str, dict]:
     """`--suite=cpu_targets`: (header and tables, raw results). With
-    `cache_check_target` (a target key) also issue 13's second-run table."""
+    `cache_check_target` (a target key) also the second-run table."""
     header = common.environment()
     checkouts = {
         p: official.checkout(p, (checkouts or {}).get(p)) for p in official.NAMES

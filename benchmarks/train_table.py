@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from agan_jax import sampling, train
-from agan_jax.models import families
+from agan_jax.models import consingan, families
+from agan_jax.models.family import Family
 from agan_jax.run import Run
 from benchmarks import common
 
@@ -25,10 +26,20 @@ def count_params(tree) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
 
 
+def stage_params(family: Family, params: dict, stage: int) -> dict:
+    """The generator parameters stage `stage` adds: all of them for a family with
+    a generator per stage; ConSinGAN's block `stage` (`consingan.stage_params`)."""
+    if family.stage_generators:
+        return params
+    if family.kind == "consingan":
+        return consingan.stage_params(params, stage)
+    raise ValueError(f"no per-stage parameter split for the {family.kind} family")
+
+
 def stage_param_counts(run: Run) -> list[tuple[int, int, int]]:
     """(stage, generator params, critic params) of every trained stage of a run.
 
-    The generator count is what the stage adds (`Family.stage_params`: a whole
+    The generator count is what the stage adds (`stage_params`: a whole
     per-stage generator for SinGAN/AGAN; ConSinGAN's block s, with the head and
     tail at stage 0), so for a growing generator the rows sum to the final one.
     """
@@ -41,7 +52,7 @@ def stage_param_counts(run: Run) -> list[tuple[int, int, int]]:
         d_shapes = jax.eval_shape(
             lambda x, d=d: d.init(jax.random.key(0), x, train=False), x
         )
-        g = count_params(family.stage_params(run.g_vars[s]["params"], s))
+        g = count_params(stage_params(family, run.g_vars[s]["params"], s))
         rows.append((s, g, count_params(d_shapes["params"])))
     return rows
 

@@ -1,4 +1,5 @@
-"""Shared defaults for every model family (SPEC section 10).
+"""Shared defaults for every model family: every field a config can set, with its
+default (agan_jax/settings.py reads them).
 
 Command (SinGAN with these defaults; prefer configs/singan.py or configs/agan.py):
   python -m launch.train --config=configs/default.py --workdir=runs/default
@@ -88,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.lr_decay_iter = -1
     config.train.gamma = 0.1
     # Iterations per compiled call: 0 = per-backend default (1 on CPU, where a
-    # lax.scan of this step measured 8x slower, see SPEC 6; 10 on GPU/TPU).
+    # lax.scan of this step ran many times slower, docs/performance.md; 10 on
+    # GPU/TPU).
     config.train.steps_per_call = 0
     # Compiled calls per iteration: 'auto' (by backend and stage, see
     # train.resolve_compile_unit), 'update' (one per update) or 'iteration'.
@@ -113,10 +115,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "redraw" (official SinGAN: a fresh map every iteration, the last one kept as
     # z*; needs update_rule singan) or "auto" ("redraw" with the 'singan' rule, as
     # SinGAN and AGAN train; "fixed" otherwise, as official ConSinGAN keeps its
-    # z_opt). docs/evaluation.md, issue 11.
+    # z_opt). docs/evaluation.md.
     config.train.stage0_rec_noise = "auto"
     # XLA backend optimisation level for training's programs: -1 = auto (LLVM O1
-    # on CPU: 22% less compile time, same speed; XLA's default elsewhere), or 0-3.
+    # on CPU: less compile time at the same speed, agan_jax/compiler.py; XLA's
+    # default elsewhere), or 0-3.
     config.train.xla_backend_opt_level = -1
     # Rematerialise the generator's activations in the backward pass (jax.checkpoint):
     # less device memory for large stages (1000 px on a GPU), more compute.
@@ -164,9 +167,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.iters_per_stage = 20
         config.train.log_every = 10
         config.train.stage_samples = 0
-        # LLVM O0: at this size compiling is nearly all of a run's time; a tiny
-        # AGAN run's programs compiled in 42 s instead of 67 s at O1 (2-core
-        # CPU, under load); tests/data/golden_weights.json is recorded at O0.
+        # LLVM O0: at this size compiling is nearly all of a run's time, and O0
+        # compiles fastest (docs/performance.md, "XLA optimisation level");
+        # tests/data/golden_weights.json is recorded at O0.
         config.train.xla_backend_opt_level = 0
     if "gpu" in tokens:
         config.data.max_size = 250

@@ -3,11 +3,11 @@
   python -m launch.bench                              # --suite=train, configs/agan.py
   python -m launch.bench --config=configs/singan.py --config.train.iters_per_stage=50 \\
       --batch_sizes=1,4,16,64,256,1024
-  python -m launch.bench --suite=micro                # issue 6's measured facts
+  python -m launch.bench --suite=micro                # microbenchmarks
   python -m launch.bench --suite=cpu_targets --official_singan=PATH \\
       --official_consingan=PATH --official_python=PATH/TO/torch/python  # side by side
   python -m launch.bench --suite=levers               # speed levers, in turns
-  python -m launch.bench --suite=issue6               # micro + cpu_targets (~45 min)
+  python -m launch.bench --suite=cpu_all              # micro + cpu_targets (~45 min)
   python -m launch.bench --suite=gpu --gpu_iters=200 --gpu_budget_s=330  # one H100 loan
   python -m launch.bench --suite=gpu --gpu_sizes=tiny # the same on CPU, tiny sizes
   python -m launch.bench --suite=sampling_stream --stream_counts=1000,10000,100000
@@ -18,7 +18,7 @@
 Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   train        benchmarks/train_table.py: --config trained once; per stage
                iterations/s, compile time, parameter counts; then samples/s.
-  micro        benchmarks/micro.py: issue 6's microbenchmarks, each beside the row
+  micro        benchmarks/micro.py: the microbenchmarks, each beside the row
                of the same run it is compared with (--micro_sizes=tiny: tiny sizes).
   cpu_targets  benchmarks/targets.py: `launch.train` + `launch.sample` as
                subprocesses for SinGAN and ConSinGAN at max_size 64 and 128 and
@@ -28,14 +28,14 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
                when named: --only=singan_250,consingan_250.
   levers       benchmarks/levers.py: XNNPACK, compile unit and optimisation
                level variants compared in turns (--lever_sizes=tiny: tiny sizes).
-  issue6       micro, then cpu_targets.
+  cpu_all      micro, then cpu_targets.
   gpu          benchmarks/gpu.py: training wall time of configs/agan.py:gpu and
                configs/singan.py:gpu, s/iteration and FLOP/s per stage beside a
                conv peak, samples/s by batch, time to first sample, peak memory
                at 250/500/1000 px; one table.
   sampling_stream  benchmarks/streaming.py: `launch.sample` as a fresh process
                for each --stream_counts N on --workdir (default: configs/agan.py:tiny
-               trained first): wall time, samples/s, peak RSS (issue 15).
+               trained first): wall time, samples/s, peak RSS.
   compile      benchmarks/compile.py: one stage's programs (update, iteration,
                scan, double-grad penalty, rolled) traced, lowered, compiled and called,
                in this process and under each --compile_flag_set in a child.
@@ -61,7 +61,7 @@ SUITES = (
     "micro",
     "cpu_targets",
     "levers",
-    "issue6",
+    "cpu_all",
     "gpu",
     "sampling_stream",
     "compile",
@@ -113,7 +113,7 @@ _MANY_FLAGS = flags.DEFINE_multi_string(
 )
 _JSON = flags.DEFINE_string("json", None, "Also write the raw results to this file.")
 _MICRO_SIZES = flags.DEFINE_enum(
-    "micro_sizes", "issue", ("issue", "tiny"), "micro: the issue's sizes or tiny ones."
+    "micro_sizes", "full", ("full", "tiny"), "micro: full sizes or tiny ones."
 )
 _ONLY = flags.DEFINE_list(
     "only",
@@ -151,7 +151,7 @@ _CACHE_CHECK = flags.DEFINE_string(
     None,
     "cpu_targets: a target key (e.g. singan_64): also train it with a fresh "
     "persistent cache on the image and on its mirror image, then sample again, and "
-    "count the cache entries each step added (issue 13: a second run compiles "
+    "count the cache entries each step added (a second run should compile "
     "nothing).",
 )
 _OFFICIAL_SINGAN = flags.DEFINE_string(
@@ -181,7 +181,7 @@ _LEVERS = flags.DEFINE_list(
     "levers: which ones (xnnpack, xnnpack_child, compile_unit, opt_level).",
 )
 _LEVER_SIZES = flags.DEFINE_enum(
-    "lever_sizes", "issue", ("issue", "tiny"), "levers: the issue's sizes or tiny."
+    "lever_sizes", "full", ("full", "tiny"), "levers: full sizes or tiny."
 )
 _GPU_SIZES = flags.DEFINE_enum(
     "gpu_sizes",
@@ -282,7 +282,7 @@ def suite_levers():
     return levers.suite(_LEVERS.value, _ROUNDS.value, _LEVER_SIZES.value, _log)
 
 
-def suite_issue6():
+def suite_cpu_all():
     text_m, micro = suite_micro()
     print(text_m + "\n", flush=True)
     text_t, cpu = suite_cpu_targets()
@@ -362,7 +362,7 @@ def main(argv: list[str]) -> None:
         "micro": suite_micro,
         "cpu_targets": suite_cpu_targets,
         "levers": suite_levers,
-        "issue6": suite_issue6,
+        "cpu_all": suite_cpu_all,
         "gpu": suite_gpu,
         "sampling_stream": suite_sampling_stream,
         "compile": suite_compile,

@@ -33,6 +33,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_IMAGE = os.path.join(ROOT, "data", "colusseum.png")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`python -m pytest` runs the suite on the cores (pytest-xdist, at most 4
+    workers) unless -n was given; without the plugin (`-p no:xdist`, or not
+    installed) it runs in this process. Runs before xdist's own hook, which turns
+    the option into workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or hasattr(config, "workerinput"):
+        return  # a worker: its controller did the dividing
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    if getattr(config.option, "numprocesses", 0) is None:
+        config.option.numprocesses = "auto"
+        if not config.option.maxprocesses:
+            config.option.maxprocesses = 4
+
+
 def shared_folder(tmp_path_factory, name: str) -> pathlib.Path:
     """A folder of this test session that every xdist worker sees (the session's
     base temporary folder; without xdist, this process's own)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import chex
@@ -181,3 +182,14 @@ def test_run_saved_before_a_field_was_added_still_loads(tiny_singan_run, tmp_pat
     run = checkpoint.load_run(str(work))
     images = sampling.Sampler(run).sample(jax.random.key(0), 2)
     assert images.shape == (2, *run.sizes[-1], 3)
+
+
+def test_readme_lists_every_setting_a_resume_may_change():
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    with open(readme) as f:
+        text = " ".join(f.read().split())
+    start = text.index("a resume must keep them (only ")
+    listed = text[start : text.index("may change)", start)]
+    names = set(re.findall(r"`([a-z_]+\.[a-z_*]+)`", listed))
+    # log.* is not stored in run.json at all (how a run is watched is not the run).
+    assert names == set(checkpoint.RESUMABLE_KEYS) | {"log.*"}

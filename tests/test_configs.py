@@ -1,4 +1,5 @@
-"""Configs: variants, schedules and the defaults SPEC 10 asks to be visible."""
+"""Configs: variants, schedules and the defaults every config shows
+(configs/default.py)."""
 
 from __future__ import annotations
 

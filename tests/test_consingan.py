@@ -22,6 +22,7 @@ from agan_jax.state import StageData
 from agan_jax.train.finetune import fine_tune
 from agan_jax.train.loop import noise_amp, stage_key
 from agan_jax.train.updates import make_stage_fns, resolve_rule
+from benchmarks import train_table
 from tests.conftest import (
     model_spec,
     settings_for,
@@ -104,7 +105,7 @@ def test_parameter_counts_at_paper_size():
     )
     assert _count(d["params"]) == 1792 + 3 * 36928 + 577
     # What each stage adds: block s (with the head and the tail at stage 0).
-    added = [_count(FAMILY.stage_params(shapes["params"], s)) for s in range(6)]
+    added = [_count(consingan.stage_params(shapes["params"], s)) for s in range(6)]
     assert added == [1792 + 110784 + 1731] + [110784] * 5
     assert sum(added) == _count(shapes["params"])
 
@@ -158,12 +159,15 @@ def test_run_layout_and_params_per_stage(tiny_consingan_run):
         want = {"head", "tail", *(f"block_{i}" for i in range(s + 1))}
         assert set(v["params"]) == want
     rows = [
-        (s, _count(FAMILY.stage_params(run.g_vars[s]["params"], s)))
+        (s, _count(consingan.stage_params(run.g_vars[s]["params"], s)))
         for s in range(run.num_stages)
     ]
     total = _count(run.g_vars[-1]["params"])
     assert sum(g for _, g in rows) == total
     assert rows[1][1] == rows[2][1] == _count(run.g_vars[2]["params"]["block_2"])
+    # The benchmarks' table counts the same (benchmarks/train_table.py).
+    table = train_table.stage_param_counts(run)
+    assert [(s, g) for s, g, _ in table] == rows
 
 
 def test_frozen_groups_unchanged_across_a_stage(tiny_consingan_run):
@@ -221,7 +225,8 @@ def test_vmapped_sample_equals_alone_and_sizes(tiny_consingan_run):
     batch = np.asarray(sampling.sample(run, key, 3))
     f = jax.jit(sampling.make_sampler(run.spec, run.sizes, 0, run.num_stages))
     amps = jnp.asarray(run.noise_amps)
-    for i, k in enumerate(jax.random.split(key, 3)):
+    for i in range(3):  # sample i: key fold_in(key, i)
+        k = jax.random.fold_in(key, i)
         alone = np.asarray(f(k[None], run.g_vars, amps, jnp.zeros((1, 1, 3))))
         np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
     assert np.abs(batch[0] - batch[1]).mean() > 1e-3

@@ -3,6 +3,7 @@ one stage loop, checkpoints and sampling train and sample it unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -93,3 +94,23 @@ def test_a_family_refuses_an_update_rule_it_does_not_have(tmp_path):
     with pytest.raises(UserError, match="not a rule of singan"):
         train.train(config, str(tmp_path / "x"), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_family_records_name_their_own_hooks():
+    # Each record is built explicitly from its module's functions (a misspelled
+    # hook would be a TypeError at import, not a silent default).
+    from agan_jax.models import agan, consingan
+
+    con = families.get("consingan")
+    assert con.check is consingan.check and con.default_rule is consingan.default_rule
+    assert con.make_stage is consingan.make_stage and con.forward is consingan.forward
+    assert con.can_finetune and not con.stage_generators and not con.attention
+    for fam, module in ((families.get("singan"), singan), (families.get("agan"), agan)):
+        assert fam.make_generator is module.make_generator
+        assert fam.make_discriminator is singan.make_discriminator
+        assert fam.rec_noises is singan.rec_noises
+        assert fam.stage_generators and not fam.can_finetune
+    assert families.get("agan").attention and not families.get("singan").attention
+    assert not hasattr(families.Family, "from_hooks")
+    with pytest.raises(TypeError, match="make_stag"):
+        dataclasses.replace(con, make_stag=con.make_stage)

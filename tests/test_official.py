@@ -396,7 +396,8 @@ def test_inject_recomputed_by_hand(tiny_singan_run):
     for start in range(1, n_stages):
         got = inject(run, image, start, key, n=2)
         assert got.shape == (2, *sizes[-1], 3)
-        for i, k in enumerate(jax.random.split(key, 2)):
+        for i in range(2):  # output i: key fold_in(key, i), as sampling's
+            k = jax.random.fold_in(key, i)
             x = pyramid.resize(jnp.asarray(image), sizes[start - 1])
             for s in range(start, n_stages):
                 h, w = sizes[s]

@@ -162,7 +162,7 @@ def test_num_geometric_stages_singan_formula():
     # 600x243, max 250: ceil(log(25/243)/log(.75)) = ceil(7.905) = 8,
     # ceil(log(250/600)/log(.75)) = ceil(3.043) = 4, so S - 1 = 8 + 1 - 4 = 5.
     assert pyramid.num_geometric_stages((600, 243), 25, 250) == 6
-    # The CPU baselines of issue 6: 250x188 at max_size 64 and 128: SinGAN (PyTorch)
+    # The official SinGAN (PyTorch) on 250x188 at max_size 64 and 128
     # trained 5 and 7 stages. ceil(log(64/250)/log(.75)) = ceil(4.74) = 5 and
     # ceil(log(128/250)/log(.75)) = ceil(2.33) = 3: 8 + 1 - 5 = 4, 8 + 1 - 3 = 6.
     assert pyramid.num_geometric_stages((250, 188), 25, 64) == 5

@@ -1,6 +1,6 @@
 """Run directories: one writer (the lock), settings free until stage 0 is saved,
 diverged and interrupted trainings, file-system errors as messages, resumes that
-keep metrics.jsonl clean, and the smaller messages of issue 15."""
+keep metrics.jsonl clean, and the smaller input messages."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ def test_vmapped_sample_equals_sample_drawn_alone(tiny_agan_run):
     _, run = tiny_agan_run
     key = jax.random.key(3)
     batch = np.asarray(sampling.sample(run, key, 4))
-    keys = jax.random.split(key, 4)
+    keys = sampling.stream_keys(key, np.arange(4))
     f = jax.jit(sampling.make_sampler(run.spec, run.sizes, 0, run.num_stages))
     base = jnp.zeros((1, 1, 3), jnp.float32)
     for i in range(4):
@@ -26,6 +26,27 @@ def test_vmapped_sample_equals_sample_drawn_alone(tiny_agan_run):
         np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
     # The samples differ from each other.
     assert np.abs(batch[0] - batch[1]).mean() > 1e-3
+
+
+def test_sample_i_has_the_key_fold_in_key_i(tiny_singan_run):
+    """Sampler.sample derives keys as streamed sampling does: sample i of `key` is
+    drawn from fold_in(key, i), so the first k of n samples are sample(key, k) and
+    Sampler.draw of the same indices. Checked with non-partitionable threefry
+    keys (the default before jax 0.5), under which split(key, n)[i] is not
+    fold_in(key, i)."""
+    _, run = tiny_singan_run
+    key = jax.random.key(11)
+    with jax.threefry_partitionable(False):
+        sampler = sampling.Sampler(run)
+        five = np.asarray(sampler.sample(key, 5, batch_size=5))
+        np.testing.assert_allclose(five[:2], sampler.sample(key, 2), atol=1e-6)
+        drawn = np.asarray(sampler.draw(key, [3, 1]))
+        np.testing.assert_allclose(drawn, five[[3, 1]], atol=1e-6)
+        f = jax.jit(sampling.make_sampler(run.spec, run.sizes, 0, run.num_stages))
+        base = jnp.zeros((1, 1, 3), jnp.float32)
+        amps = jnp.asarray(run.noise_amps)
+        alone = f(jax.random.fold_in(key, 4)[None], run.g_vars, amps, base)
+        np.testing.assert_allclose(five[4], np.asarray(alone)[0], atol=1e-5)
 
 
 def test_batches_do_not_change_samples(tiny_singan_run):
@@ -66,7 +87,8 @@ def test_start_stage_uses_reconstruction_below(tiny_agan_run):
     # with the noise of sample i's key.
     base = sampling.reconstruct(run, s)
     gen = families.of(run.spec).make_generator(run.spec, s)
-    for i, k in enumerate(jax.random.split(key, 3)):
+    for i in range(3):
+        k = jax.random.fold_in(key, i)
         z = forward.draw_noise(run.spec, jax.random.fold_in(k, s), run.sizes[s], s)
         prev = pyramid.resize(base, run.sizes[s])
         ref, _ = singan.apply_stage(gen, run.g_vars[s], prev, z, run.noise_amps[s])

@@ -366,7 +366,7 @@ def test_bench_suite_at_tiny_n(tiny_agan_run):
         assert r["files"] == r["n"] + 2  # samples, grid, manifest
         assert r["rss_mib"] > 50 and r["sampling_s"] > 0
     lines = text.splitlines()
-    assert lines[0] == "Streaming sampling (issue 15)"
+    assert lines[0] == "Streaming sampling"
     table = [ln for ln in lines if ln.startswith("| ")]
     assert table[0].startswith("| N | process wall s") and len(table) == 3
     assert "Goal for N=16" in text

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agan_jax import checkpoint, pyramid, sampling, train
+from agan_jax import checkpoint, compiler, pyramid, sampling, train
 from agan_jax.errors import UserError
 from agan_jax.models import families
 from agan_jax.settings import ModelSpec, Settings, TrainSettings
@@ -120,9 +120,9 @@ def test_update_and_iteration_units_agree(fused):
 def test_auto_compile_unit_by_backend_stage_and_size():
     big, small = 62 * 82, 62 * 82 - 1
     # SinGAN/AGAN fuse an iteration on CPU from 62x82 px up; ConSinGAN always.
-    singan = families.get("singan").fuse_min_pixels
-    assert singan == families.get("agan").fuse_min_pixels == big
-    assert families.get("consingan").fuse_min_pixels == 0
+    singan = compiler.fuse_min_pixels("singan")
+    assert singan == compiler.fuse_min_pixels("agan") == big
+    assert compiler.fuse_min_pixels("consingan") == 0
     assert resolve_compile_unit("update", 3, big, singan) == "update"
     assert resolve_compile_unit("iteration", 0, small, singan) == "iteration"
     if jax.default_backend() == "cpu":
@@ -238,7 +238,8 @@ def test_resume_equals_uninterrupted(tiny_agan_run, tmp_path):
 
 
 def test_run_outputs(tiny_agan_run):
-    """Noise amplitudes follow SPEC 6; metrics.jsonl has every stage."""
+    """Noise amplitudes: 1 at stage 0 (SinGAN), noise_amp_base x RMSE above;
+    metrics.jsonl has every stage."""
     workdir, run = tiny_agan_run
     assert run.noise_amps[0] == 1.0
     reals = run.reals()

@@ -1,4 +1,4 @@
-"""Issue 15, validation and input: every setting checked before any work (all
+"""Validation and input: every setting checked before any work (all
 problems in one message), images decoded at reduced size, clear input messages,
 and dm-pix for SSIM and the colour augmentation."""
 

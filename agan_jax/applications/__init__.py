@@ -1,4 +1,4 @@
-"""What a trained pyramid can do besides sampling (SPEC section 8).
+"""What a trained pyramid can do besides sampling (docs/applications.md).
 
 Every function takes a trained `Run` or a `sampling.Sampler` first, and an explicit
 key, and is a pure function of its arguments: the same key gives the same result.

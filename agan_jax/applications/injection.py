@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agan_jax import forward
+from agan_jax import forward, sampling
 from agan_jax.applications import common
 from agan_jax.applications.common import RunLike
 from agan_jax.errors import UserError
@@ -56,7 +56,7 @@ def inject(
     The image (any size; usually the training size) is resized to the size of stage
     start_stage-1 and takes the place of that stage's output; stage start_stage
     upsamples it once, and stages start_stage..S-1 run with fresh noise (sample i
-    uses key `jax.random.split(key, n)[i]`, stage s `fold_in` of it, as `sample`).
+    uses key `sampling.stream_key(key, i)`, stage s `fold_in` of it, as `sample`).
 
     Returns:
       (n, h, w, 3) float32 at the training size.
@@ -76,5 +76,6 @@ def inject(
         common.cache_key("inject", start_stage, n),
         lambda: make_injector(spec, sizes, start_stage, stop),
     )
-    out = fn(jax.random.split(key, n), run.g_vars, jnp.asarray(run.noise_amps), base)
+    keys = sampling.stream_keys(key, np.arange(n))
+    out = fn(keys, run.g_vars, jnp.asarray(run.noise_amps), base)
     return np.asarray(out)

@@ -66,7 +66,7 @@ from agan_jax.state import adam
 MODES = ("generation", "retarget", "animation", "harmonization", "editing")
 # Modes whose features are upsampled into the border instead of zero-padded.
 EDGE_MODES = ("generation", "animation")
-# Modes that train the head on augmented images (SPEC 5, ConSinGAN section 3.3).
+# Modes that train the head on augmented images (ConSinGAN paper, section 3.3).
 AUGMENT_MODES = ("harmonization", "editing")
 CONSTS = "consts"  # variable collection holding the reconstruction-noise key
 
@@ -489,15 +489,21 @@ def default_rule(spec) -> str:
     return "consingan"
 
 
-FAMILY = Family.from_hooks(
-    globals(),
+FAMILY = Family(
     kind="consingan",
     display_name=lambda schedule: "ConSinGAN",
+    make_generator=make_generator,
+    make_discriminator=make_discriminator,
+    draw_noise=draw_noise,
+    draw_noise_like=draw_noise_like,
+    forward=forward,
+    rec_noises=rec_noises,
+    stage0_rec=stage0_rec,
+    make_stage=make_stage,
     update_rules=("fresh", "consingan"),
     default_rule=default_rule,
-    # Every later stage fused on CPU: its 3 critic updates share one fake, which
-    # XLA computes once in the fused program (max_size 64: 281 -> 206 s).
-    fuse_min_pixels=0,
     stage_generators=False,
+    attention=False,
     can_finetune=True,
+    check=check,
 )

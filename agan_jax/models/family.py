@@ -18,7 +18,7 @@ Adding a family: one file (modules, a `Family` and its `StageModel` factory; see
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -88,10 +88,6 @@ class Family:
       make_stage(spec, sizes, stage, augment, finetune) -> StageModel.
       update_rules: the update rules it trains with (train/updates.py).
       default_rule(spec): the rule of `train.update_rule='auto'`.
-      fuse_min_pixels: on CPU, stages of at least this many pixels (and not the
-        first) run a whole iteration per compiled call (train/runner.py).
-      stage_params(params, stage): the parameters stage `stage` adds (benchmarks'
-        parameter counts).
       stage_generators: each stage has an image-to-image generator of its own
         (super-resolution applies the finest one).
       attention: the generators return attention maps.
@@ -111,25 +107,16 @@ class Family:
     make_stage: Callable
     update_rules: tuple[str, ...]
     default_rule: Callable[[Any], str]
-    fuse_min_pixels: int
-    stage_params: Callable
     stage_generators: bool = True
     attention: bool = False
     can_finetune: bool = False
     check: Callable = lambda spec: None
 
-    @classmethod
-    def from_hooks(cls, namespace: Mapping[str, Any], **fields) -> Family:
-        """A Family whose hooks not given in `fields` are the functions of the same
-        names in `namespace` (a family module's `globals()`)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        hooks = {n: namespace[n] for n in names if n not in fields and n in namespace}
-        return cls(**hooks, **fields)
-
 
 def rbg_key(key: jax.Array) -> jax.Array:
     """An 'rbg' key derived from a threefry key, for drawing initial weights: the
-    init program then compiled in 1.5 s instead of 4.9 s on the 2-core CPU."""
+    init program compiles about 3x faster on CPU (docs/performance.md, "What
+    changed")."""
     return jax.random.wrap_key_data(
         jax.random.bits(key, (4,), jax.numpy.uint32), impl="rbg"
     )

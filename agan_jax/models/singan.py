@@ -209,24 +209,26 @@ def make_stage(
 
 
 def family(kind: str, make_gen, display_name, attention: bool = False) -> Family:
-    """A family of per-stage generators made by `make_gen` (SinGAN, AGAN)."""
-    return Family.from_hooks(
-        globals(),
+    """A family of per-stage generators made by `make_gen` (SinGAN, AGAN): SinGAN's
+    critic, noise, reconstruction noise and training plan around `make_gen`."""
+    return Family(
         kind=kind,
         display_name=display_name,
         make_generator=make_gen,
+        make_discriminator=make_discriminator,
+        draw_noise=draw_noise,
+        draw_noise_like=draw_noise_like,
         forward=functools.partial(forward, make_gen),
+        rec_noises=rec_noises,
+        stage0_rec=stage0_rec,
         make_stage=functools.partial(make_stage, make_gen),
         # SinGAN's own rule by default (AGAN is built on SinGAN's code); the
         # project's earlier rule ('fresh') as an option.
         update_rules=("singan", "fresh"),
         default_rule=lambda spec: "singan",
-        # Measured on the 2-core CPU (docs/performance.md, "Compile unit"): fusing
-        # an iteration paid from 62x82 px up (max_size 128: 820 -> 777 s) and lost
-        # below (max_size 64: 177 -> 187 s).
-        fuse_min_pixels=62 * 82,
-        stage_params=lambda params, stage: params,
+        stage_generators=True,
         attention=attention,
+        can_finetune=False,
     )
 
 

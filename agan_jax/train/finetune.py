@@ -97,10 +97,9 @@ class FineTune:
         """Reads and checks the run and the naive image (UserError naming the
         fix): a trained ConSinGAN-like run, at least one iteration."""
         src = checkpoint.RunStore(workdir)
-        meta = src.read_metadata()
         run = src.load_run()
         src.close()
-        run_settings = Settings.from_config(meta["config"])
+        meta, run_settings = dict(run.meta), run.settings
         family = families.of(run_settings.model)
         if not family.can_finetune:
             raise UserError(

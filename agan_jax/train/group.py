@@ -13,8 +13,8 @@ one of two modes (`train.group_mode`, auto by backend):
 - 'shared': the models are held side by side (a tuple) and every model calls
   the same compiled single-model programs: the group shares the compilation,
   and each model computes bit for bit what `launch.train` computes for it alone.
-  The 2-core CPU, where a vmap'd iteration ran 1.16x slower per model than the
-  single-model one (16x22 px; docs/performance.md, "Many images").
+  The CPU, where a vmap'd iteration ran slower per model than the single-model
+  one (docs/performance.md, "Many images").
 
 vmap'd programs are not bit-identical to single-model ones (XLA batches the
 convolutions as grouped ones and sums in another order), and Adam turns a

@@ -19,7 +19,7 @@ import numpy as np
 
 from agan_jax import image_io
 from agan_jax.forward import pyramid_forward, rec_noises
-from agan_jax.sampling import default_batch_size, in_batches
+from agan_jax.sampling import default_batch_size, in_batches, stream_keys
 
 # Smallest cell height of a picture meant to be looked at (px): grids of 25-64 px
 # stages are upscaled by an integer factor, nearest neighbour.
@@ -109,9 +109,9 @@ GRID_KEY = 20_000
 def grid_batch(n: int) -> int:
     """Samples per call of a stage grid's sampler (compiled for this many keys;
     write_stage_images calls it in turns): 1 on CPU, where a grid is drawn for
-    peak memory, not speed (ConSinGAN's last grid at 97x128 added 190 MiB to the
-    run's peak RSS in calls of 4 samples, none in calls of 1; batches of 1-4 draw
-    about as many samples/s there); up to `default_batch_size()` elsewhere."""
+    peak memory, not speed (calls of 4 samples raised ConSinGAN's peak RSS, calls
+    of 1 did not, at about the same samples/s: docs/performance.md); up to
+    `default_batch_size()` elsewhere."""
     return min(n, 1 if jax.default_backend() == "cpu" else default_batch_size())
 
 
@@ -132,7 +132,7 @@ def write_stage_images(
     (given) the reconstruction, in stages/ and to `writer` (a MetricWriter) at
     `step`; every picture upscaled to cells of at least MIN_CELL px."""
     key = jax.random.fold_in(jax.random.key(seed), GRID_KEY + s)
-    keys = jax.random.split(key, n)
+    keys = stream_keys(key, np.arange(n))
     base = jnp.zeros((1, 1, 3), jnp.float32)
     args = (tuple(g_vars), jnp.asarray(amps, jnp.float32), base)
     images, attns = in_batches(sampler, keys, grid_batch(n), *args)

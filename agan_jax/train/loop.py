@@ -159,7 +159,7 @@ def diverged_advice(e, settings: Settings, workdir: str, saved: int) -> str:
             f"{e}. No stage is saved, so every setting may still change: lower the "
             f"learning rates (e.g. {lower}) and re-run the same command"
         )
-    keys = ", ".join(sorted(checkpoint._RESUMABLE_KEYS))
+    keys = ", ".join(sorted(checkpoint.RESUMABLE_KEYS))
     return (
         f"{e}. In {workdir} {checkpoint.saved_phrase(saved)}, and a resume keeps "
         f"the run's settings (only {keys} and log.* may change): to train with "

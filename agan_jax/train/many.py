@@ -51,11 +51,10 @@ SUMMARY = "summary.json"
 def default_models_per_call() -> int:
     """Models per compiled program when `train.models_per_call` is 0 (auto).
 
-    CPU: 4, the largest K measured (python -m launch.bench --suite=many,
-    docs/performance.md: a shared group of 2 at 48x64 px peaked at 1,244 MiB
-    against 1,172-1,206 MiB alone, and saves compilation only). An accelerator:
-    64, where one 64-250 px stage leaves most of the device idle (not measured:
-    no GPU was lent while this was built).
+    CPU: 4, the largest K measured (python -m launch.bench --suite=many;
+    docs/performance.md, "Many images": a group saves compilation only, at a
+    little more memory). An accelerator: 64, where one 64-250 px stage leaves most
+    of the device idle (not measured).
     """
     return 4 if jax.default_backend() == "cpu" else 64
 

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from agan_jax import compiler
 from agan_jax.memory import release_free_memory
 from agan_jax.models.family import Family
 from agan_jax.sampling import make_sampler
@@ -138,9 +139,8 @@ def compile_stage(
     init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
     prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
     t1 = time.time()
-    runners = make_runner(
-        fns, ts, b(plan.state), b(plan.data), s, stages.family.fuse_min_pixels
-    )
+    fuse = compiler.fuse_min_pixels(stages.family.kind)
+    runners = make_runner(fns, ts, b(plan.state), b(plan.data), s, fuse)
     t2 = time.time()
     sampler = reconstruct = None
     if ts.stage_samples > 0:
@@ -148,7 +148,7 @@ def compile_stage(
             stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
         )
         # In calls of grid_batch samples (1 on CPU): the whole grid in one call
-        # added 218 MiB to peak RSS at ConSinGAN's 97x128 stage (issue 13).
+        # raised the peak memory (docs/performance.md, "Whole-process CPU targets").
         batch = grid_batch(ts.stage_samples)
         keys = jax.ShapeDtypeStruct((batch,), jax.random.key(0).dtype)
         amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)

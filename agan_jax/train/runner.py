@@ -35,15 +35,14 @@ def resolve_compile_unit(
     """'auto' -> 'update', 'iteration' or 'rolled' for one stage; other units as
     given.
 
-    Accelerators: 'rolled' (one H200, configs/agan.py:gpu, a scan of 10
-    iterations per call: XLA compiled the rolled iteration in 8.1 s at 25x34 and
-    11.9 s at 188x250 against 17.6 s and 42.3 s unrolled, at 0.4% and 3.7% more
-    time per iteration; docs/performance.md, "GPU compile time"). CPU: 'update'
-    for stage 0 (`stage` None counts as 0), whose compile is waited for, and for stages under `min_pixels` (the
-    family's `fuse_min_pixels`); otherwise 'iteration'. Measured on the 2-core CPU
-    with LLVM O1 (docs/performance.md, "Compile unit"): a fused iteration runs
-    12-17% faster than 6 update calls but compiles 3-4 s longer, which competes
-    with training for the 2 cores.
+    Accelerators: 'rolled' (the rolled iteration compiles in about half the
+    time of the unrolled one at nearly the same speed). CPU: 'update' for stage
+    0 (`stage` None counts as 0), whose compile is waited for, and for stages
+    under `min_pixels` (`compiler.fuse_min_pixels` of the family); otherwise
+    'iteration' (a fused iteration runs faster than one call per update but
+    compiles longer, which competes with training for the cores). The
+    measurements behind both: docs/performance.md, "GPU compile time" and
+    "Compile unit".
     """
     if unit not in COMPILE_UNITS:
         raise ValueError(f"compile unit must be one of {COMPILE_UNITS}, got {unit!r}")
