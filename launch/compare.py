@@ -14,16 +14,21 @@ own OUT/<method>/report.html (launch.report). ConSinGAN joins the default method
 configs/consingan.py exists.
 
 Ablations: a method is BASE[-MODIFIER...], BASE one of the methods above, each
-modifier switching one AGAN component on its own (the run goes to OUT/<method>,
-the table's `run` column names it):
+modifier switching one component on its own (agan_jax/methods.py; the run goes to
+OUT/<method>, the table's `run` column names it):
   no-tv         TV loss off (loss.tv_weight=0)
   tv-sum        the paper's summed TV (loss.tv_reduction=sum)
   tv-pytorch    the TVLoss of most PyTorch code, 2 x our mean (tv_reduction=pytorch)
+  tv-from-1     no TV at stage 0, TV from stage 1 on (loss.tv_from_stage=1)
   no-attention  SinGAN's residual generator (model.kind=singan), keeping the
                 base's schedule and TV loss
   no-warm       every stage from fresh weights (model.warm_start=False)
   res-blend     G_A proposes x + tanh(G_A(...)) instead of the paper's
                 tanh(G_A(...)) (model.blend=residual; not the paper's)
+  min-step      stages less than 1.1x the stage kept below merged (pyramid.min_step)
+  noise-floor   noise amplitude >= 0.02 above stage 0 (loss.noise_amp_floor)
+  iters-by-step iterations per stage scaled by the log of its size step
+                (train.iters_by_step)
   geometric, cos, quad, circ   the pyramid schedule (pyramid.schedule)
 e.g. --methods=singan,agan3,agan3-no-tv,agan3-no-attention,singan-circ,agan3-no-warm
 
@@ -45,41 +50,15 @@ import time
 
 from absl import flags
 
+from agan_jax.methods import (
+    MODIFIERS,
+    SIZES,
+    available_methods,
+    describe,
+    method_config,
+    parse_method,
+)
 from launch import common
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# method -> (config module, schedule argument or "")
-METHODS: dict[str, tuple[str, str]] = {
-    "singan": ("singan", ""),
-    "agan1": ("agan", "cos"),
-    "agan2": ("agan", "quad"),
-    "agan3": ("agan", "circ"),
-    "consingan": ("consingan", ""),
-}
-SIZES = {"cpu": "", "tiny": "tiny", "gpu": "gpu"}
-SCHEDULES = ("geometric", "cos", "quad", "circ")
-# modifier -> (group: one modifier per group, what it does)
-MODIFIERS: dict[str, tuple[str, str]] = {
-    "no-tv": ("tv", "TV loss off (loss.tv_weight=0)"),
-    "tv-sum": ("tv", "the paper's summed TV (loss.tv_reduction=sum)"),
-    "tv-pytorch": ("tv", "PyTorch's TVLoss, 2 x mean (loss.tv_reduction=pytorch)"),
-    "no-attention": ("generator", "SinGAN's residual generator (model.kind=singan)"),
-    "no-warm": ("warm", "every stage from fresh weights (model.warm_start=False)"),
-    "res-blend": ("blend", "G_A's proposal x + tanh(G_A(..)) (model.blend=residual)"),
-    **{s: ("schedule", f"the {s} pyramid (pyramid.schedule={s})") for s in SCHEDULES},
-}
-# Modifiers that change AGAN's generator: (field, value, what it does).
-AGAN_ONLY = {
-    "no-attention": (
-        ("model", "kind"),
-        "singan",
-        "swaps AGAN's attention generator for SinGAN's",
-    ),
-    "res-blend": (("model", "blend"), "residual", "changes AGAN's attention blend"),
-}
-# Families whose stages honour model.warm_start (models/singan.py's StageModel);
-# ConSinGAN grows its generator from the trained blocks.
-WARM_START_KINDS = ("singan", "agan")
 
 _IMAGE = flags.DEFINE_string("image", None, "The training image.")
 _IMAGES = flags.DEFINE_string(
@@ -92,7 +71,7 @@ _METHODS = flags.DEFINE_list(
     None,
     "Methods among singan,agan1,agan2,agan3,consingan (default: all whose config "
     "exists), each optionally followed by ablation modifiers, BASE[-MODIFIER...]: "
-    + "; ".join(f"{m}: {what}" for m, (_, what) in MODIFIERS.items())
+    + "; ".join(f"{m}: {describe(m)}" for m in MODIFIERS)
     + ". E.g. agan3-no-tv, agan3-no-attention, singan-circ, agan3-tv-sum-no-warm.",
 )
 _ITERS = flags.DEFINE_integer(
@@ -104,113 +83,6 @@ _WEIGHTS = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed (sampling, SWD).")
 _PROGRESS = flags.DEFINE_bool("progress", False, "Show per-stage progress bars.")
-
-
-def available_methods() -> list[str]:
-    """The methods whose config file exists, in table order."""
-    return [
-        m
-        for m, (mod, _) in METHODS.items()
-        if os.path.exists(os.path.join(ROOT, "configs", f"{mod}.py"))
-    ]
-
-
-def parse_method(method: str) -> tuple[str, list[str]]:
-    """Splits BASE[-MODIFIER...] into the base method and its modifiers (each a
-    key of MODIFIERS, at most one per group); UserError naming the valid ones."""
-    from agan_jax.errors import UserError
-
-    base, _, rest = method.partition("-")
-    if base not in available_methods():
-        raise UserError(
-            f"unknown method {method!r}; choose from "
-            f"{', '.join(available_methods())}, optionally followed by modifiers "
-            f"-MODIFIER (one of {', '.join(MODIFIERS)}), e.g. agan3-no-tv"
-        )
-    modifiers: list[str] = []
-    longest_first = sorted(MODIFIERS, key=len, reverse=True)
-    while rest:
-        found = next(
-            (m for m in longest_first if rest == m or rest.startswith(m + "-")),
-            None,
-        )
-        if found is None:
-            raise UserError(
-                f"unknown modifier {rest!r} in method {method!r}; valid modifiers: "
-                f"{', '.join(MODIFIERS)} (e.g. {base}-no-tv-cos)"
-            )
-        group = MODIFIERS[found][0]
-        clash = [m for m in modifiers if MODIFIERS[m][0] == group]
-        if clash:
-            raise UserError(
-                f"method {method!r} has two {group} modifiers ({clash[0]}, {found}); "
-                "give at most one"
-            )
-        modifiers.append(found)
-        rest = rest[len(found) + 1 :]
-    return base, modifiers
-
-
-def apply_modifier(config, modifier: str, method: str) -> None:
-    """Changes the fields of `config` that `modifier` switches (UserError when it
-    does not apply to the base's config, or would change nothing)."""
-    from agan_jax.errors import UserError
-
-    if modifier in SCHEDULES:
-        field, value = ("pyramid", "schedule"), modifier
-    elif modifier in AGAN_ONLY:
-        field, value, what = AGAN_ONLY[modifier]
-        if config.model.kind != "agan":
-            raise UserError(
-                f"{method}: {modifier!r} {what}; this base trains "
-                f"model.kind={config.model.kind}"
-            )
-    elif modifier == "no-warm":
-        if config.model.kind not in WARM_START_KINDS:
-            raise UserError(
-                f"{method}: 'no-warm' applies to {', '.join(WARM_START_KINDS)}; "
-                f"{config.model.kind} grows its generator from the trained blocks"
-            )
-        field, value = ("model", "warm_start"), False
-    else:  # the TV modifiers
-        if config.loss.tv_weight == 0:
-            raise UserError(
-                f"{method}: {modifier!r} changes the TV loss, which this base does "
-                "not use (loss.tv_weight=0); use an AGAN base, e.g. agan3-"
-                f"{modifier}"
-            )
-        if modifier == "no-tv":
-            field, value = ("loss", "tv_weight"), 0.0
-        else:
-            field, value = ("loss", "tv_reduction"), modifier.removeprefix("tv-")
-    section, name = field
-    if config[section][name] == value:
-        raise UserError(
-            f"{method}: modifier {modifier!r} changes nothing ({section}.{name} is "
-            f"already {value!r}); drop it"
-        )
-    config[section][name] = value
-
-
-def method_config(method: str, size: str, image: str, iters: int | None):
-    """The training config of one method, BASE[-MODIFIER...], at one size on
-    `image`: the base's config with every modifier's fields switched."""
-    import importlib
-
-    from agan_jax.errors import UserError
-
-    base, modifiers = parse_method(method)
-    mod_name, schedule = METHODS[base]
-    arg = ",".join(t for t in (schedule, SIZES[size]) if t)
-    config = importlib.import_module(f"configs.{mod_name}").get_config(arg or None)
-    for modifier in modifiers:
-        apply_modifier(config, modifier, method)
-    config.data.image = image
-    if iters is not None:
-        if iters < 1:
-            raise UserError(f"--iters_per_stage must be at least 1, got {iters}")
-        config.train.iters_per_stage = iters
-    return config
 
 
 def finished(workdir: str) -> int | None:

@@ -87,8 +87,10 @@ def fit_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def noise_amp(ls, rmse) -> float:
     """A stage's noise amplitude: 1 at stage 0 (rmse None), else noise_amp_base x
     the RMSE of the real image against the reconstruction entering the stage (in
-    float64 on the host, as SinGAN computes it)."""
-    return 1.0 if rmse is None else ls.noise_amp_base * float(rmse)
+    float64 on the host, as SinGAN computes it), at least `noise_amp_floor`."""
+    if rmse is None:
+        return 1.0
+    return max(ls.noise_amp_floor, ls.noise_amp_base * float(rmse))
 
 
 def abstract(tree):
@@ -122,7 +124,7 @@ class Stages:
             s.model,
             self.sizes,
             stage,
-            s.train,
+            s.train if finetune else s.train.at_stage(stage, self.sizes),
             s.loss,
             s.augment,
             finetune,
@@ -198,7 +200,7 @@ def compile_stage(
     """
     t0 = time.time()
     models = models or Models()
-    ts = stages.settings.train
+    ts = stages.settings.train.at_stage(s, stages.sizes)
     opts = ts.compiler_options
     fns, b = models.fns(plan.fns), models.abstract
     # init_state is called once per model (group.Models.each).
@@ -455,6 +457,7 @@ def train_members(
         futures = {}
         for s in range(first, last + 1):
             t0 = time.time()
+            ts = settings.train.at_stage(s, sizes)  # this stage's iterations
             if s not in futures:  # the first stage, or train.compile_ahead=False:
                 # compile now, the stage below's programs and JAX's caches
                 # released first.

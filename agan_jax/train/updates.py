@@ -112,6 +112,7 @@ def make_stage_fns(
     n_in = model.input_keys
     g_updates = ts.g_steps if one_input else 1  # optimiser steps per g_step call
     per_iter = ts.d_steps + ts.g_steps  # state.step advances by this per iteration
+    tv_weight = ls.tv_weight if stage >= ls.tv_from_stage else 0.0
     redraw = (
         stage == 0
         and not finetune
@@ -217,7 +218,7 @@ def make_stage_fns(
             adv = losses.generator_adv(critic(fake))
             rec_loss = losses.reconstruction(rec, data.real)
             tv = losses.total_variation(fake, ls.tv_reduction)
-            total = adv + ls.alpha * rec_loss + ls.tv_weight * tv
+            total = adv + ls.alpha * rec_loss + tv_weight * tv
             return total, (v, adv, rec_loss, tv)
 
         params = state.g_vars["params"]
