@@ -13,6 +13,12 @@ per method and the losses overlaid (OUT/plots/losses.png); each run gets its
 own OUT/<method>/report.html (launch.report). ConSinGAN joins the default methods once
 configs/consingan.py exists.
 
+OUT/frontier.png plots patch SWD against diversity, every method a point (one
+panel per image with --images; OUT/frontier.json holds the points drawn).
+--train_seeds=0,1 trains every method once per seed (config.seed; seed 0 into
+OUT/<method>, seed k into OUT/<method>.seed<k>): the table has a row per run,
+the plot each method's seeds and their mean +- std.
+
 Ablations: a method is BASE[-MODIFIER...], BASE one of the methods above, each
 modifier switching one component on its own (agan_jax/methods.py; the run goes to
 OUT/<method>, the table's `run` column names it):
@@ -83,6 +89,42 @@ _WEIGHTS = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed (sampling, SWD).")
 _PROGRESS = flags.DEFINE_bool("progress", False, "Show per-stage progress bars.")
+_TRAIN_SEEDS = flags.DEFINE_list(
+    "train_seeds",
+    ["0"],
+    "Training seeds (config.seed) of every method: seed 0 trains into "
+    "OUT/<method>, seed k into OUT/<method>.seed<k>; with several, "
+    "OUT/frontier.png shows each method's spread.",
+)
+
+
+def train_seeds() -> list[int]:
+    """--train_seeds as distinct integers >= 0 (UserError otherwise)."""
+    from agan_jax.errors import UserError
+
+    try:
+        seeds = [int(s) for s in _TRAIN_SEEDS.value]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(
+            f"--train_seeds={','.join(_TRAIN_SEEDS.value)}: give distinct integers "
+            ">= 0, e.g. --train_seeds=0,1"
+        )
+    return seeds
+
+
+def run_configs(methods: list[str], image: str) -> dict:
+    """{run folder name: config} of every method at every training seed."""
+    from agan_jax import frontier
+
+    out = {}
+    for m in methods:
+        for seed in train_seeds():
+            config = method_config(m, _SIZE.value, image, _ITERS.value)
+            config.seed = seed
+            out[frontier.run_name(m, seed)] = config
+    return out
 
 
 def finished(workdir: str) -> int | None:
@@ -157,22 +199,21 @@ def compare_folder(methods: list[str], params) -> None:
     """--images: every method over the folder, evaluated per image, summarised."""
     import json
 
-    from agan_jax import evaluation
+    from agan_jax import evaluation, frontier
     from agan_jax.errors import UserError
     from agan_jax.train import many
 
     paths = many.find_images(_IMAGES.value)
-    configs = {
-        m: method_config(m, _SIZE.value, paths[0], _ITERS.value) for m in methods
-    }
+    configs = run_configs(methods, paths[0])
+    runs = list(configs)
     t_all = time.time()
     usable = None
-    for i, method in enumerate(methods):
-        say(f"[{i + 1}/{len(methods)}] {method}: training the folder ...")
+    for i, (run, config) in enumerate(configs.items()):
+        say(f"[{i + 1}/{len(runs)}] {run}: training the folder ...")
         entries = many.train_many(
-            configs[method],
+            config,
             _IMAGES.value,
-            os.path.join(_OUT.value, method),
+            os.path.join(_OUT.value, run),
             progress=_PROGRESS.value,
             log=say,
         )
@@ -185,7 +226,7 @@ def compare_folder(methods: list[str], params) -> None:
         )
     per_image = {}
     for name in names:
-        workdirs = [os.path.join(_OUT.value, m, name) for m in methods]
+        workdirs = [os.path.join(_OUT.value, r, name) for r in runs]
         evals, table = evaluation.evaluate_to_dir(
             workdirs,
             os.path.join(_OUT.value, "images", name),
@@ -193,9 +234,10 @@ def compare_folder(methods: list[str], params) -> None:
             seed=_SEED.value,
             inception_params=params,
         )
-        per_image[name] = {m: e.row for m, e in zip(methods, evals, strict=True)}
+        per_image[name] = {r: e.row for r, e in zip(runs, evals, strict=True)}
         say(f"\n{name}\n{table}")
-    stats = summary_rows(per_image, methods)
+    frontier.write_frontier(per_image, _OUT.value)
+    stats = summary_rows(per_image, runs)
     text = summary_table(stats, len(names))
     with open(os.path.join(_OUT.value, "summary.md"), "w") as f:
         f.write(text + "\n")
@@ -221,13 +263,43 @@ def compare_folder(methods: list[str], params) -> None:
     say(f"\nmean ± std over {len(names)} images\n{text}")
     say(
         f"\ntotal {evaluation.format_seconds(time.time() - t_all)}; wrote "
-        f"summary.md, summary.json and images/<image>/ to {os.path.abspath(_OUT.value)}"
+        f"summary.md, summary.json, {frontier.FRONTIER_PNG} and images/<image>/ to "
+        f"{os.path.abspath(_OUT.value)}"
     )
+
+
+def train_runs(configs: dict) -> list[str]:
+    """Trains (or resumes, or skips when finished) every run into OUT/<run>;
+    returns their folders."""
+    from agan_jax import evaluation, train
+
+    workdirs = []
+    for i, (name, config) in enumerate(configs.items()):
+        workdir = os.path.join(_OUT.value, name)
+        workdirs.append(workdir)
+        tag = f"[{i + 1}/{len(configs)}] {name}"
+        done = finished(workdir)
+        if done is not None:
+            say(f"{tag}: already trained ({done} stages) in {workdir}, skipped")
+        else:
+            say(f"{tag}: training into {workdir} ...")
+        t0 = time.time()
+        try:
+            run = train.train(config, workdir, progress=_PROGRESS.value)
+        except train.TrainingDiverged as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if done is None:
+            say(
+                f"{tag}: {run.num_stages} stages trained in "
+                f"{evaluation.format_seconds(time.time() - t0)}"
+            )
+    return workdirs
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from agan_jax import evaluation, image_io, inception, report, train
+    from agan_jax import evaluation, frontier, image_io, inception, report
     from agan_jax.errors import UserError
 
     if bool(_IMAGE.value) == bool(_IMAGES.value):
@@ -237,6 +309,7 @@ def main(argv: list[str]) -> None:
         )
     if not _OUT.value:
         raise UserError("--out is required: the folder for the runs and the table")
+    train_seeds()  # a bad --train_seeds fails before any training
     if _IMAGES.value:
         methods = _METHODS.value or available_methods()
         for m in methods:
@@ -249,33 +322,13 @@ def main(argv: list[str]) -> None:
     image = image_io.resolve_path(_IMAGE.value)
     image_io.load_image(image, flag="--image")  # a missing or bad image fails here
     methods = _METHODS.value or available_methods()
-    configs = {m: method_config(m, _SIZE.value, image, _ITERS.value) for m in methods}
+    configs = run_configs(methods, image)
     params = None
     if _WEIGHTS.value:  # fail before hours of training, not after
         params = inception.load_inception_weights(_WEIGHTS.value)
 
     t_all = time.time()
-    workdirs = []
-    for i, method in enumerate(methods):
-        workdir = os.path.join(_OUT.value, method)
-        workdirs.append(workdir)
-        tag = f"[{i + 1}/{len(methods)}] {method}"
-        done = finished(workdir)
-        if done is not None:
-            say(f"{tag}: already trained ({done} stages) in {workdir}, skipped")
-        else:
-            say(f"{tag}: training into {workdir} ...")
-        t0 = time.time()
-        try:
-            run = train.train(configs[method], workdir, progress=_PROGRESS.value)
-        except train.TrainingDiverged as e:
-            print(f"error: {method}: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-        if done is None:
-            say(
-                f"{tag}: {run.num_stages} stages trained in "
-                f"{evaluation.format_seconds(time.time() - t0)}"
-            )
+    workdirs = train_runs(configs)
     t_eval = time.time()
     say(f"evaluating {len(workdirs)} runs ({_NUM.value} samples each) ...")
     evals, table = evaluation.evaluate_to_dir(
@@ -298,11 +351,14 @@ def main(argv: list[str]) -> None:
         [e.run.real for e in evals],
         [e.samples for e in evals],
     )
+    stem = os.path.splitext(os.path.basename(image))[0]
+    rows = {name: e.row for name, e in zip(configs, evals, strict=True)}
+    frontier.write_frontier({stem: rows}, _OUT.value)
     say(table)
     say(
         f"\nevaluation {evaluation.format_seconds(time.time() - t_eval)}, total "
         f"{evaluation.format_seconds(time.time() - t_all)}; wrote evaluation.json, "
-        f"table.md and contact_sheet.png (rows: "
+        f"table.md, {frontier.FRONTIER_PNG} and contact_sheet.png (rows: "
         + ", ".join(e.row["method"] for e in evals)
         + f") to {os.path.abspath(_OUT.value)}; open {page}"
     )
