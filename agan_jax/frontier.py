@@ -20,8 +20,9 @@ _SEED_SUFFIX = re.compile(r"^(?P<method>.+)\.seed(?P<seed>\d+)$")
 
 
 def run_name(method: str, seed: int) -> str:
-    """The folder of `method` trained with config.seed = `seed`: the method
-    itself for seed 0 (the configs' seed), METHOD.seed<k> otherwise."""
+    """The folder of `method` trained with training seed `seed` (the config's
+    `seed` field): the method itself for seed 0 (the configs' default),
+    METHOD.seed<k> otherwise."""
     return method if seed == 0 else f"{method}.seed{seed}"
 
 

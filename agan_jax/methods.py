@@ -87,16 +87,13 @@ MODIFIERS: dict[str, tuple[str, tuple[str, str], object, str]] = {
         for s in SCHEDULES
     },
 }
-# Modifiers that change AGAN's generator, and why they need it.
-AGAN_ONLY = {
+# Modifiers that change the attention generator, and why they need it.
+ATTENTION_ONLY = {
     "no-attention": "swaps AGAN's attention generator for SinGAN's",
     "res-blend": "changes AGAN's attention blend",
 }
 # Modifiers of the TV term: the base must use it (loss.tv_weight > 0).
 TV_MODIFIERS = ("no-tv", "tv-sum", "tv-pytorch", "tv-from-1")
-# Families whose stages honour model.warm_start (models/singan.py's StageModel);
-# ConSinGAN grows its generator from the trained blocks.
-WARM_START_KINDS = ("singan", "agan")
 
 
 def describe(modifier: str) -> str:
@@ -149,18 +146,25 @@ def parse_method(method: str) -> tuple[str, list[str]]:
 
 
 def _applies(config, modifier: str, method: str) -> None:
-    """UserError when `modifier` does not apply to `config`'s family or loss."""
-    if modifier in AGAN_ONLY and config.model.kind != "agan":
+    """UserError when `modifier` does not apply to `config`'s family or loss.
+    model.warm_start applies to the families whose every stage has a generator
+    of its own (models/singan.py's StageModel; ConSinGAN grows one)."""
+    from agan_jax.models import families
+
+    kind = config["model"]["kind"]
+    family = families.get(kind)
+    if modifier in ATTENTION_ONLY and not family.attention:
         raise UserError(
-            f"{method}: {modifier!r} {AGAN_ONLY[modifier]}; this base trains "
-            f"model.kind={config.model.kind}"
+            f"{method}: {modifier!r} {ATTENTION_ONLY[modifier]}; this base trains "
+            f"model.kind={kind}"
         )
-    if modifier == "no-warm" and config.model.kind not in WARM_START_KINDS:
+    if modifier == "no-warm" and not family.stage_generators:
+        warm = [k for k, f in families.FAMILIES.items() if f.stage_generators]
         raise UserError(
-            f"{method}: 'no-warm' applies to {', '.join(WARM_START_KINDS)}; "
-            f"{config.model.kind} grows its generator from the trained blocks"
+            f"{method}: 'no-warm' applies to {', '.join(warm)}; "
+            f"{kind} grows its generator from the trained blocks"
         )
-    if modifier in TV_MODIFIERS and config.loss.tv_weight == 0:
+    if modifier in TV_MODIFIERS and config["loss"]["tv_weight"] == 0:
         raise UserError(
             f"{method}: {modifier!r} changes the TV loss, which this base does "
             f"not use (loss.tv_weight=0); use an AGAN base, e.g. agan3-{modifier}"
@@ -190,9 +194,9 @@ def method_config(method: str, size: str, image: str, iters: int | None):
     config = importlib.import_module(f"configs.{mod_name}").get_config(arg or None)
     for modifier in modifiers:
         apply_modifier(config, modifier, method)
-    config.data.image = image
+    config["data"]["image"] = image
     if iters is not None:
         if iters < 1:
             raise UserError(f"--iters_per_stage must be at least 1, got {iters}")
-        config.train.iters_per_stage = iters
+        config["train"]["iters_per_stage"] = iters
     return config
