@@ -294,3 +294,50 @@ def test_compare_refuses_bad_train_seeds(tmp_path, seeds):
     )
     assert p.returncode == 2 and "--train_seeds" in p.stderr, p.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_compare_folder_draws_a_panel_per_image(tmp_path):
+    """--images with two training seeds: a panel per image, each holding the
+    method's two runs (OUT/singan/<image>, OUT/singan.seed1/<image>) as the
+    per-image tables have them."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    base = np.asarray(Image.open(BUNDLED_IMAGE).convert("RGB").resize((32, 25)))
+    for name in ("a", "b"):
+        noise = rng.integers(-20, 20, base.shape)
+        pixels = np.clip(base.astype(int) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    out = tmp_path / "cmp"
+    with quick_compiles(children=True):
+        p = launch(
+            "launch.compare",
+            f"--images={folder}",
+            "--size=tiny",
+            "--methods=singan",
+            "--train_seeds=0,1",
+            "--iters_per_stage=2",
+            "--num_samples=2",
+            f"--out={out}",
+        )
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(out / frontier.FRONTIER_JSON) as f:
+        drawn = json.load(f)
+    assert sorted(drawn) == ["a", "b"]
+    for name in ("a", "b"):
+        assert (out / "singan" / name / "run.json").is_file()
+        meta = json.loads((out / "singan.seed1" / name / "run.json").read_text())
+        assert meta["config"]["seed"] == 1
+        with open(out / "images" / name / "evaluation.json") as f:
+            rows = json.load(f)["runs"]
+        assert drawn[name] == {
+            "singan": {
+                "seeds": [0, 1],
+                "swd": [r["swd"] for r in rows],
+                "diversity": [r["diversity"] for r in rows],
+            }
+        }
+    w, h = _png_size(out / frontier.FRONTIER_PNG)
+    assert w > h  # two panels side by side
