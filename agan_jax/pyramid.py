@@ -176,10 +176,10 @@ def merge_close_stages(
     a stage is kept when it is at least `min_step` larger than the last kept one;
     if the finest is then less than `min_step` above the last kept stage, that
     stage goes instead (unless it is the coarsest). Stages are merged, not
-    re-spaced: every stage left is one the schedule put there (the paper's sizes,
-    fewer of them), and both the coarsest size (data.min_size) and the count of
-    the schedule's exponents stay as the schedule defines them, where re-spacing
-    the same number of stages can need a coarsest stage below data.min_size.
+    re-spaced: every stage left is one the schedule put there, fewer of them,
+    between the same coarsest (data.min_size) and finest sizes; the same number
+    of stages re-spaced to steps of at least `min_step` may not fit between them
+    (stonehenge at 64 px: 25x62 to 26x64).
     """
     if min_step <= 1:
         return list(sizes)
