@@ -128,6 +128,30 @@ def test_iterations_follow_the_size_step():
     assert ts.at_stage(1, [(26, 37), (26, 37), (44, 64)]).iters == 1
 
 
+def test_stage_functions_get_the_stage_settings(monkeypatch):
+    """The stage loop's functions (optimisers' decay step included) are built
+    with the stage's iterations; fine-tuning keeps its own."""
+    from agan_jax.train import loop
+
+    seen = {}
+
+    def capture(family, spec, sizes, stage, ts, *rest):
+        seen[stage] = ts
+
+    monkeypatch.setattr(loop, "make_stage_fns", capture)
+    config = tiny_config("agan", None)
+    config.train.iters_by_step = True
+    config.train.lr_decay_iter = -1  # round(0.8 x the stage's iterations)
+    s = Settings.from_config(config)
+    stages = loop.Stages(families.of(s.model), s, CIRC_64)
+    for stage in range(6):
+        stages.fns(stage)
+    assert [seen[i].iters for i in range(6)] == [200, 52, 71, 158, 522, 198]
+    assert [seen[i].decay_iter for i in range(6)] == [160, 42, 57, 126, 418, 158]
+    stages.fns(4, finetune=True)
+    assert seen[4].iters == 200
+
+
 def test_noise_amp_floor():
     ls = loss_settings("agan", noise_amp_floor=0.02)
     assert noise_amp(ls, None) == 1.0  # stage 0
