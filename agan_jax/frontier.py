@@ -45,12 +45,25 @@ def panel_points(rows: dict[str, dict]) -> dict[str, dict[str, list]]:
     return out
 
 
-def _draw_panel(ax, title: str, points: dict[str, dict[str, list]]) -> None:
+def _draw_panel(
+    ax, title: str, points: dict[str, dict[str, list]], order: list[str]
+) -> None:
+    """One image's methods, each in its colour of `order` (the same method
+    has the same colour in every panel), labelled by name."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    for i, (method, p) in enumerate(points.items()):
-        colour = f"C{i % 10}"
+    for method, p in points.items():
+        colour = f"C{order.index(method) % 10}"
         x, y = np.asarray(p["swd"]), np.asarray(p["diversity"])
+        ax.annotate(
+            method,
+            (x.mean(), y.mean()),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+            color=colour,
+        )
         if len(x) > 1:
             ax.scatter(x, y, s=12, color=colour, alpha=0.5)
             ax.errorbar(
@@ -65,6 +78,7 @@ def _draw_panel(ax, title: str, points: dict[str, dict[str, list]]) -> None:
             )
         else:
             ax.plot(x, y, "o", color=colour, label=method)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_title(title)
     ax.set_xlabel("patch SWD (lower: closer)")
     ax.set_ylabel("diversity")
@@ -88,8 +102,9 @@ def write_frontier(panels: dict[str, dict[str, dict]], out: str) -> dict:
     fig, axes = plt.subplots(
         rows_n, cols, figsize=(5.5 * cols, 4.2 * rows_n), squeeze=False
     )
+    order = list(dict.fromkeys(m for points in data.values() for m in points))
     for ax, (name, points) in zip(axes.flat, data.items(), strict=False):
-        _draw_panel(ax, name, points)
+        _draw_panel(ax, name, points, order)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.tight_layout()
