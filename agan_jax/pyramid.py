@@ -157,7 +157,56 @@ def stage_sizes_for(
         )
     else:
         num_stages = pyr.num_stages
-    return stage_sizes(pyr.schedule, finest_hw, num_stages, data.min_size)
+    sizes = stage_sizes(pyr.schedule, finest_hw, num_stages, data.min_size)
+    return merge_close_stages(sizes, pyr.min_step)
+
+
+def step(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """How much larger size b is than size a: the mean of the h and w ratios."""
+    return float((b[0] / a[0] + b[1] / a[1]) / 2.0)
+
+
+def merge_close_stages(
+    sizes: list[tuple[int, int]], min_step: float
+) -> list[tuple[int, int]]:
+    """`sizes` without the stages less than `min_step` larger than the stage kept
+    below them (`step`); 0 or 1 (off): `sizes` as given.
+
+    The coarsest and the finest stage always stay: walking up from the coarsest,
+    a stage is kept when it is at least `min_step` larger than the last kept one;
+    if the finest is then less than `min_step` above the last kept stage, that
+    stage goes instead (unless it is the coarsest). Stages are merged, not
+    re-spaced: every stage left is one the schedule put there, fewer of them,
+    between the same coarsest (data.min_size) and finest sizes; the same number
+    of stages re-spaced to steps of at least `min_step` may not fit between them
+    (stonehenge at 64 px: 25x62 to 26x64).
+    """
+    if min_step <= 1:
+        return list(sizes)
+    kept = [sizes[0]]
+    for hw in sizes[1:-1]:
+        if step(kept[-1], hw) >= min_step:
+            kept.append(hw)
+    if len(kept) > 1 and step(kept[-1], sizes[-1]) < min_step:
+        kept.pop()
+    return kept + [sizes[-1]]
+
+
+def step_weight(sizes: list[tuple[int, int]], s: int) -> float:
+    """log(step into stage s) / log(mean step): the log of the stage's `step`
+    over the mean of those logs over stages 1.., so the weights of stages 1..
+    sum to len(sizes) - 1 (circ at 49x64, 6 stages: 0.26, 0.36, 0.79, 2.61,
+    0.99). 1.0 for every stage when no stage is larger than the one below."""
+    if not 1 <= s < len(sizes):
+        raise UserError(
+            f"stage index {s} has no previous stage in a {len(sizes)}-stage "
+            f"pyramid; use 1 <= s <= {len(sizes) - 1}"
+        )
+    logs = [math.log(step(sizes[i - 1], sizes[i])) for i in range(1, len(sizes))]
+    total = sum(logs)
+    if total <= 0:
+        return 1.0
+    return logs[s - 1] * len(logs) / total
 
 
 def build(image: jax.Array, sizes: list[tuple[int, int]]) -> list[jax.Array]:

@@ -44,6 +44,10 @@ ADDED_FIELDS: dict[str, Any] = {
     "train.models_per_call": 0,  # how a folder groups (not a result)
     "train.group_mode": "auto",  # how a folder groups (not a result)
     "train.compile_ahead": True,  # how programs compile (not a result)
+    "pyramid.min_step": 0.0,  # earlier runs kept every stage of the schedule
+    "train.iters_by_step": False,  # earlier runs trained iters_per_stage everywhere
+    "loss.noise_amp_floor": 0.0,  # earlier runs: 0.1 x RMSE, no floor
+    "loss.tv_from_stage": 0,  # earlier runs: TV at every stage
 }
 
 
@@ -153,6 +157,9 @@ class PyramidSettings:
     schedule: str
     num_stages: int  # ignored by 'geometric', which derives it from r0
     r0: float
+    # > 1: a stage less than this factor larger than the stage kept below it is
+    # dropped (pyramid.merge_close_stages); 0 or 1: every stage of the schedule.
+    min_step: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +224,27 @@ class TrainSettings:
     # Models per compiled program when a folder trains (train/many.py); 0: auto.
     models_per_call: int
     group_mode: str  # "auto", "vmap" or "shared" (train/group.py)
+    # Stages above 0 train iters x log(step) / log(mean step) iterations (at_stage).
+    iters_by_step: bool
+
+    def at_stage(self, stage: int, sizes) -> TrainSettings:
+        """The settings stage `stage` of a pyramid of `sizes` trains with: these,
+        or with `iters_by_step` a copy whose `iters` (and `lr_decay_iter`, when
+        set, so the decay keeps its place in the stage) are scaled by
+        pyramid.step_weight, the log of the stage's size step over the mean log
+        step. Stage 0 keeps `iters`; stages 1.. together train what they would
+        without it (up to rounding), each at least one iteration: a stage that
+        barely grows the image gets few, a large step many."""
+        if not self.iters_by_step or stage == 0:
+            return self
+        from agan_jax import pyramid
+
+        factor = pyramid.step_weight(sizes, stage)
+        iters = max(1, round(self.iters * factor))
+        decay = self.lr_decay_iter
+        if decay >= 0:
+            decay = round(decay * factor)
+        return dataclasses.replace(self, iters=iters, lr_decay_iter=decay)
 
     @property
     def compiler_options(self) -> dict | None:
@@ -244,7 +272,11 @@ class LossSettings:
     alpha: float
     tv_weight: float
     tv_reduction: str  # TV_REDUCTIONS: "mean", "sum", "pytorch" (losses.py)
+    # The generator objective has the TV term from this stage on (0: every stage).
+    tv_from_stage: int
     noise_amp_base: float
+    # Stages above 0: noise amplitude max(floor, noise_amp_base x RMSE); 0: none.
+    noise_amp_floor: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,6 +497,12 @@ def _pyramid_problems(p: Problems, y: PyramidSettings) -> None:
     p.choice("pyramid.schedule", y.schedule, SCHEDULES)
     p.int_at_least("pyramid.num_stages", y.num_stages, 2)
     p.number("pyramid.r0", y.r0, lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.75")
+    p.number(
+        "pyramid.min_step",
+        y.min_step,
+        lambda v: v == 0 or 1 <= v <= 2,
+        "0 (off) or a number in [1, 2], e.g. 1.1",
+    )
 
 
 def _model_problems(p: Problems, m: ModelSpec) -> None:
@@ -545,7 +583,14 @@ def _loss_problems(p: Problems, lo: LossSettings) -> None:
         ("noise_amp_base", lo.noise_amp_base),
     ):
         p.number(name, v, lambda x: x >= 0, "a number >= 0")
+    p.number(
+        "loss.noise_amp_floor",
+        lo.noise_amp_floor,
+        lambda x: 0 <= x <= 1,
+        "a number in [0, 1] (0: off), e.g. 0.02",
+    )
     p.choice("loss.tv_reduction", lo.tv_reduction, TV_REDUCTIONS)
+    p.int_at_least("loss.tv_from_stage", lo.tv_from_stage, 0)
 
 
 def _augment_problems(p: Problems, a: AugmentSettings) -> None:

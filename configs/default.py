@@ -49,6 +49,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.pyramid.schedule = "geometric"
     config.pyramid.num_stages = 6  # ignored by `geometric`, which derives it
     config.pyramid.r0 = 0.75
+    # > 1: a stage less than min_step times larger than the stage kept below it
+    # is dropped, so near-equal stages merge (e.g. 1.1: AGAN's circ pyramid at
+    # 64 px keeps 4 of its 6 stages); 0 or 1: every stage (the papers').
+    config.pyramid.min_step = 0.0
 
     config.model = ml_collections.ConfigDict()
     config.model.kind = "singan"
@@ -130,6 +134,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # ConSinGAN 64 px -19%, SinGAN 128 px -28%) for the compile time in the wall
     # (docs/performance.md).
     config.train.compile_ahead = True
+    # True: stage s > 0 trains iters_per_stage x log(step_s) / log(mean step)
+    # iterations (step_s: its size over the stage below's), the same total over
+    # stages 1.. spread by how much each stage grows the image; False: every
+    # stage iters_per_stage (the papers').
+    config.train.iters_by_step = False
     config.train.log_every = 25
     config.train.stage_samples = 8  # grid of samples written after each stage
 
@@ -141,6 +150,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # and horizontal means added), their sum ('sum', the paper's equation) or as
     # the TVLoss most PyTorch code uses ('pytorch': 2 x 'mean').
     config.loss.tv_reduction = "mean"
+    # The TV term enters the generator objective from this stage on (AGAN's
+    # paper: 0, every stage; 1 keeps it off the coarsest stage).
+    config.loss.tv_from_stage = 0
+    # Stages above 0 get noise amplitude max(noise_amp_floor, noise_amp_base x
+    # RMSE): 0 is SinGAN's and AGAN's rule; e.g. 0.02 keeps near-equal stages,
+    # whose RMSE is tiny, from training without noise.
+    config.loss.noise_amp_floor = 0.0
 
     # Training augmentations of ConSinGAN's harmonization and editing modes.
     config.augment = ml_collections.ConfigDict()

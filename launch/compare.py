@@ -13,17 +13,28 @@ per method and the losses overlaid (OUT/plots/losses.png); each run gets its
 own OUT/<method>/report.html (launch.report). ConSinGAN joins the default methods once
 configs/consingan.py exists.
 
+OUT/frontier.png plots patch SWD against diversity, every method a point (one
+panel per image with --images; OUT/frontier.json holds the points drawn).
+--train_seeds=0,1 trains every method once per seed (config.seed; seed 0 into
+OUT/<method>, seed k into OUT/<method>.seed<k>): the table has a row per run,
+the plot each method's seeds and their mean +- std.
+
 Ablations: a method is BASE[-MODIFIER...], BASE one of the methods above, each
-modifier switching one AGAN component on its own (the run goes to OUT/<method>,
-the table's `run` column names it):
+modifier switching one component on its own (agan_jax/methods.py; the run goes to
+OUT/<method>, the table's `run` column names it):
   no-tv         TV loss off (loss.tv_weight=0)
   tv-sum        the paper's summed TV (loss.tv_reduction=sum)
   tv-pytorch    the TVLoss of most PyTorch code, 2 x our mean (tv_reduction=pytorch)
+  tv-from-1     no TV at stage 0, TV from stage 1 on (loss.tv_from_stage=1)
   no-attention  SinGAN's residual generator (model.kind=singan), keeping the
                 base's schedule and TV loss
   no-warm       every stage from fresh weights (model.warm_start=False)
   res-blend     G_A proposes x + tanh(G_A(...)) instead of the paper's
                 tanh(G_A(...)) (model.blend=residual; not the paper's)
+  min-step      stages less than 1.1x the stage kept below merged (pyramid.min_step)
+  noise-floor   noise amplitude >= 0.02 above stage 0 (loss.noise_amp_floor)
+  iters-by-step iterations per stage scaled by the log of its size step
+                (train.iters_by_step)
   geometric, cos, quad, circ   the pyramid schedule (pyramid.schedule)
 e.g. --methods=singan,agan3,agan3-no-tv,agan3-no-attention,singan-circ,agan3-no-warm
 
@@ -45,41 +56,15 @@ import time
 
 from absl import flags
 
+from agan_jax.methods import (
+    MODIFIERS,
+    SIZES,
+    available_methods,
+    describe,
+    method_config,
+    parse_method,
+)
 from launch import common
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# method -> (config module, schedule argument or "")
-METHODS: dict[str, tuple[str, str]] = {
-    "singan": ("singan", ""),
-    "agan1": ("agan", "cos"),
-    "agan2": ("agan", "quad"),
-    "agan3": ("agan", "circ"),
-    "consingan": ("consingan", ""),
-}
-SIZES = {"cpu": "", "tiny": "tiny", "gpu": "gpu"}
-SCHEDULES = ("geometric", "cos", "quad", "circ")
-# modifier -> (group: one modifier per group, what it does)
-MODIFIERS: dict[str, tuple[str, str]] = {
-    "no-tv": ("tv", "TV loss off (loss.tv_weight=0)"),
-    "tv-sum": ("tv", "the paper's summed TV (loss.tv_reduction=sum)"),
-    "tv-pytorch": ("tv", "PyTorch's TVLoss, 2 x mean (loss.tv_reduction=pytorch)"),
-    "no-attention": ("generator", "SinGAN's residual generator (model.kind=singan)"),
-    "no-warm": ("warm", "every stage from fresh weights (model.warm_start=False)"),
-    "res-blend": ("blend", "G_A's proposal x + tanh(G_A(..)) (model.blend=residual)"),
-    **{s: ("schedule", f"the {s} pyramid (pyramid.schedule={s})") for s in SCHEDULES},
-}
-# Modifiers that change AGAN's generator: (field, value, what it does).
-AGAN_ONLY = {
-    "no-attention": (
-        ("model", "kind"),
-        "singan",
-        "swaps AGAN's attention generator for SinGAN's",
-    ),
-    "res-blend": (("model", "blend"), "residual", "changes AGAN's attention blend"),
-}
-# Families whose stages honour model.warm_start (models/singan.py's StageModel);
-# ConSinGAN grows its generator from the trained blocks.
-WARM_START_KINDS = ("singan", "agan")
 
 _IMAGE = flags.DEFINE_string("image", None, "The training image.")
 _IMAGES = flags.DEFINE_string(
@@ -92,7 +77,7 @@ _METHODS = flags.DEFINE_list(
     None,
     "Methods among singan,agan1,agan2,agan3,consingan (default: all whose config "
     "exists), each optionally followed by ablation modifiers, BASE[-MODIFIER...]: "
-    + "; ".join(f"{m}: {what}" for m, (_, what) in MODIFIERS.items())
+    + "; ".join(f"{m}: {describe(m)}" for m in MODIFIERS)
     + ". E.g. agan3-no-tv, agan3-no-attention, singan-circ, agan3-tv-sum-no-warm.",
 )
 _ITERS = flags.DEFINE_integer(
@@ -104,113 +89,42 @@ _WEIGHTS = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed (sampling, SWD).")
 _PROGRESS = flags.DEFINE_bool("progress", False, "Show per-stage progress bars.")
+_TRAIN_SEEDS = flags.DEFINE_list(
+    "train_seeds",
+    ["0"],
+    "Training seeds (config.seed) of every method: seed 0 trains into "
+    "OUT/<method>, seed k into OUT/<method>.seed<k>; with several, "
+    "OUT/frontier.png shows each method's spread.",
+)
 
 
-def available_methods() -> list[str]:
-    """The methods whose config file exists, in table order."""
-    return [
-        m
-        for m, (mod, _) in METHODS.items()
-        if os.path.exists(os.path.join(ROOT, "configs", f"{mod}.py"))
-    ]
-
-
-def parse_method(method: str) -> tuple[str, list[str]]:
-    """Splits BASE[-MODIFIER...] into the base method and its modifiers (each a
-    key of MODIFIERS, at most one per group); UserError naming the valid ones."""
+def train_seeds() -> list[int]:
+    """--train_seeds as distinct integers >= 0 (UserError otherwise)."""
     from agan_jax.errors import UserError
 
-    base, _, rest = method.partition("-")
-    if base not in available_methods():
+    try:
+        seeds = [int(s) for s in _TRAIN_SEEDS.value]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise UserError(
-            f"unknown method {method!r}; choose from "
-            f"{', '.join(available_methods())}, optionally followed by modifiers "
-            f"-MODIFIER (one of {', '.join(MODIFIERS)}), e.g. agan3-no-tv"
+            f"--train_seeds={','.join(_TRAIN_SEEDS.value)}: give distinct integers "
+            ">= 0, e.g. --train_seeds=0,1"
         )
-    modifiers: list[str] = []
-    longest_first = sorted(MODIFIERS, key=len, reverse=True)
-    while rest:
-        found = next(
-            (m for m in longest_first if rest == m or rest.startswith(m + "-")),
-            None,
-        )
-        if found is None:
-            raise UserError(
-                f"unknown modifier {rest!r} in method {method!r}; valid modifiers: "
-                f"{', '.join(MODIFIERS)} (e.g. {base}-no-tv-cos)"
-            )
-        group = MODIFIERS[found][0]
-        clash = [m for m in modifiers if MODIFIERS[m][0] == group]
-        if clash:
-            raise UserError(
-                f"method {method!r} has two {group} modifiers ({clash[0]}, {found}); "
-                "give at most one"
-            )
-        modifiers.append(found)
-        rest = rest[len(found) + 1 :]
-    return base, modifiers
+    return seeds
 
 
-def apply_modifier(config, modifier: str, method: str) -> None:
-    """Changes the fields of `config` that `modifier` switches (UserError when it
-    does not apply to the base's config, or would change nothing)."""
-    from agan_jax.errors import UserError
+def run_configs(methods: list[str], image: str) -> dict:
+    """{run folder name: config} of every method at every training seed."""
+    from agan_jax import frontier
 
-    if modifier in SCHEDULES:
-        field, value = ("pyramid", "schedule"), modifier
-    elif modifier in AGAN_ONLY:
-        field, value, what = AGAN_ONLY[modifier]
-        if config.model.kind != "agan":
-            raise UserError(
-                f"{method}: {modifier!r} {what}; this base trains "
-                f"model.kind={config.model.kind}"
-            )
-    elif modifier == "no-warm":
-        if config.model.kind not in WARM_START_KINDS:
-            raise UserError(
-                f"{method}: 'no-warm' applies to {', '.join(WARM_START_KINDS)}; "
-                f"{config.model.kind} grows its generator from the trained blocks"
-            )
-        field, value = ("model", "warm_start"), False
-    else:  # the TV modifiers
-        if config.loss.tv_weight == 0:
-            raise UserError(
-                f"{method}: {modifier!r} changes the TV loss, which this base does "
-                "not use (loss.tv_weight=0); use an AGAN base, e.g. agan3-"
-                f"{modifier}"
-            )
-        if modifier == "no-tv":
-            field, value = ("loss", "tv_weight"), 0.0
-        else:
-            field, value = ("loss", "tv_reduction"), modifier.removeprefix("tv-")
-    section, name = field
-    if config[section][name] == value:
-        raise UserError(
-            f"{method}: modifier {modifier!r} changes nothing ({section}.{name} is "
-            f"already {value!r}); drop it"
-        )
-    config[section][name] = value
-
-
-def method_config(method: str, size: str, image: str, iters: int | None):
-    """The training config of one method, BASE[-MODIFIER...], at one size on
-    `image`: the base's config with every modifier's fields switched."""
-    import importlib
-
-    from agan_jax.errors import UserError
-
-    base, modifiers = parse_method(method)
-    mod_name, schedule = METHODS[base]
-    arg = ",".join(t for t in (schedule, SIZES[size]) if t)
-    config = importlib.import_module(f"configs.{mod_name}").get_config(arg or None)
-    for modifier in modifiers:
-        apply_modifier(config, modifier, method)
-    config.data.image = image
-    if iters is not None:
-        if iters < 1:
-            raise UserError(f"--iters_per_stage must be at least 1, got {iters}")
-        config.train.iters_per_stage = iters
-    return config
+    out = {}
+    for m in methods:
+        for seed in train_seeds():
+            config = method_config(m, _SIZE.value, image, _ITERS.value)
+            config.seed = seed
+            out[frontier.run_name(m, seed)] = config
+    return out
 
 
 def finished(workdir: str) -> int | None:
@@ -285,22 +199,21 @@ def compare_folder(methods: list[str], params) -> None:
     """--images: every method over the folder, evaluated per image, summarised."""
     import json
 
-    from agan_jax import evaluation
+    from agan_jax import evaluation, frontier
     from agan_jax.errors import UserError
     from agan_jax.train import many
 
     paths = many.find_images(_IMAGES.value)
-    configs = {
-        m: method_config(m, _SIZE.value, paths[0], _ITERS.value) for m in methods
-    }
+    configs = run_configs(methods, paths[0])
+    runs = list(configs)
     t_all = time.time()
     usable = None
-    for i, method in enumerate(methods):
-        say(f"[{i + 1}/{len(methods)}] {method}: training the folder ...")
+    for i, (run, config) in enumerate(configs.items()):
+        say(f"[{i + 1}/{len(runs)}] {run}: training the folder ...")
         entries = many.train_many(
-            configs[method],
+            config,
             _IMAGES.value,
-            os.path.join(_OUT.value, method),
+            os.path.join(_OUT.value, run),
             progress=_PROGRESS.value,
             log=say,
         )
@@ -313,7 +226,7 @@ def compare_folder(methods: list[str], params) -> None:
         )
     per_image = {}
     for name in names:
-        workdirs = [os.path.join(_OUT.value, m, name) for m in methods]
+        workdirs = [os.path.join(_OUT.value, r, name) for r in runs]
         evals, table = evaluation.evaluate_to_dir(
             workdirs,
             os.path.join(_OUT.value, "images", name),
@@ -321,9 +234,10 @@ def compare_folder(methods: list[str], params) -> None:
             seed=_SEED.value,
             inception_params=params,
         )
-        per_image[name] = {m: e.row for m, e in zip(methods, evals, strict=True)}
+        per_image[name] = {r: e.row for r, e in zip(runs, evals, strict=True)}
         say(f"\n{name}\n{table}")
-    stats = summary_rows(per_image, methods)
+    frontier.write_frontier(per_image, _OUT.value)
+    stats = summary_rows(per_image, runs)
     text = summary_table(stats, len(names))
     with open(os.path.join(_OUT.value, "summary.md"), "w") as f:
         f.write(text + "\n")
@@ -349,13 +263,43 @@ def compare_folder(methods: list[str], params) -> None:
     say(f"\nmean ± std over {len(names)} images\n{text}")
     say(
         f"\ntotal {evaluation.format_seconds(time.time() - t_all)}; wrote "
-        f"summary.md, summary.json and images/<image>/ to {os.path.abspath(_OUT.value)}"
+        f"summary.md, summary.json, {frontier.FRONTIER_PNG} and images/<image>/ to "
+        f"{os.path.abspath(_OUT.value)}"
     )
+
+
+def train_runs(configs: dict) -> list[str]:
+    """Trains (or resumes, or skips when finished) every run into OUT/<run>;
+    returns their folders."""
+    from agan_jax import evaluation, train
+
+    workdirs = []
+    for i, (name, config) in enumerate(configs.items()):
+        workdir = os.path.join(_OUT.value, name)
+        workdirs.append(workdir)
+        tag = f"[{i + 1}/{len(configs)}] {name}"
+        done = finished(workdir)
+        if done is not None:
+            say(f"{tag}: already trained ({done} stages) in {workdir}, skipped")
+        else:
+            say(f"{tag}: training into {workdir} ...")
+        t0 = time.time()
+        try:
+            run = train.train(config, workdir, progress=_PROGRESS.value)
+        except train.TrainingDiverged as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if done is None:
+            say(
+                f"{tag}: {run.num_stages} stages trained in "
+                f"{evaluation.format_seconds(time.time() - t0)}"
+            )
+    return workdirs
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from agan_jax import evaluation, image_io, inception, report, train
+    from agan_jax import evaluation, frontier, image_io, inception, report
     from agan_jax.errors import UserError
 
     if bool(_IMAGE.value) == bool(_IMAGES.value):
@@ -365,6 +309,7 @@ def main(argv: list[str]) -> None:
         )
     if not _OUT.value:
         raise UserError("--out is required: the folder for the runs and the table")
+    train_seeds()  # a bad --train_seeds fails before any training
     if _IMAGES.value:
         methods = _METHODS.value or available_methods()
         for m in methods:
@@ -377,33 +322,13 @@ def main(argv: list[str]) -> None:
     image = image_io.resolve_path(_IMAGE.value)
     image_io.load_image(image, flag="--image")  # a missing or bad image fails here
     methods = _METHODS.value or available_methods()
-    configs = {m: method_config(m, _SIZE.value, image, _ITERS.value) for m in methods}
+    configs = run_configs(methods, image)
     params = None
     if _WEIGHTS.value:  # fail before hours of training, not after
         params = inception.load_inception_weights(_WEIGHTS.value)
 
     t_all = time.time()
-    workdirs = []
-    for i, method in enumerate(methods):
-        workdir = os.path.join(_OUT.value, method)
-        workdirs.append(workdir)
-        tag = f"[{i + 1}/{len(methods)}] {method}"
-        done = finished(workdir)
-        if done is not None:
-            say(f"{tag}: already trained ({done} stages) in {workdir}, skipped")
-        else:
-            say(f"{tag}: training into {workdir} ...")
-        t0 = time.time()
-        try:
-            run = train.train(configs[method], workdir, progress=_PROGRESS.value)
-        except train.TrainingDiverged as e:
-            print(f"error: {method}: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-        if done is None:
-            say(
-                f"{tag}: {run.num_stages} stages trained in "
-                f"{evaluation.format_seconds(time.time() - t0)}"
-            )
+    workdirs = train_runs(configs)
     t_eval = time.time()
     say(f"evaluating {len(workdirs)} runs ({_NUM.value} samples each) ...")
     evals, table = evaluation.evaluate_to_dir(
@@ -426,11 +351,14 @@ def main(argv: list[str]) -> None:
         [e.run.real for e in evals],
         [e.samples for e in evals],
     )
+    stem = os.path.splitext(os.path.basename(image))[0]
+    rows = {name: e.row for name, e in zip(configs, evals, strict=True)}
+    frontier.write_frontier({stem: rows}, _OUT.value)
     say(table)
     say(
         f"\nevaluation {evaluation.format_seconds(time.time() - t_eval)}, total "
         f"{evaluation.format_seconds(time.time() - t_all)}; wrote evaluation.json, "
-        f"table.md and contact_sheet.png (rows: "
+        f"table.md, {frontier.FRONTIER_PNG} and contact_sheet.png (rows: "
         + ", ".join(e.row["method"] for e in evals)
         + f") to {os.path.abspath(_OUT.value)}; open {page}"
     )

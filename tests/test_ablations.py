@@ -16,6 +16,7 @@ from agan_jax import (
     checkpoint,
     diagnostics,
     losses,
+    methods,
     metrics,
     pyramid,
     sampling,
@@ -23,13 +24,12 @@ from agan_jax import (
 )
 from agan_jax.errors import UserError
 from agan_jax.models import families
-from launch import compare
 from tests.conftest import BUNDLED_IMAGE
 from tests.test_launch import launch
 
 
 def _settings(method: str, iters: int | None = None) -> settings.Settings:
-    config = compare.method_config(method, "tiny", BUNDLED_IMAGE, iters)
+    config = methods.method_config(method, "tiny", BUNDLED_IMAGE, iters)
     return settings.Settings.from_config(config)
 
 
@@ -79,6 +79,21 @@ def _changes(method: str, base: str) -> dict[str, object]:
             "agan3",
             {"model.kind": "singan", "loss.tv_reduction": "sum"},
         ),
+        ("agan3-min-step", "agan3", {"pyramid.min_step": 1.1}),
+        ("agan3-noise-floor", "agan3", {"loss.noise_amp_floor": 0.02}),
+        ("agan3-tv-from-1", "agan3", {"loss.tv_from_stage": 1}),
+        ("agan3-iters-by-step", "agan3", {"train.iters_by_step": True}),
+        ("singan-noise-floor", "singan", {"loss.noise_amp_floor": 0.02}),
+        (
+            "agan3-min-step-noise-floor-tv-from-1-iters-by-step",
+            "agan3",
+            {
+                "pyramid.min_step": 1.1,
+                "loss.noise_amp_floor": 0.02,
+                "loss.tv_from_stage": 1,
+                "train.iters_by_step": True,
+            },
+        ),
     ],
 )
 def test_modifier_changes_exactly_its_fields(method, base, changed):
@@ -86,8 +101,8 @@ def test_modifier_changes_exactly_its_fields(method, base, changed):
 
 
 def test_parse_method_reads_modifiers_in_order():
-    assert compare.parse_method("agan3") == ("agan3", [])
-    assert compare.parse_method("agan3-tv-pytorch-no-warm-quad") == (
+    assert methods.parse_method("agan3") == ("agan3", [])
+    assert methods.parse_method("agan3-tv-pytorch-no-warm-quad") == (
         "agan3",
         ["tv-pytorch", "no-warm", "quad"],
     )
@@ -110,17 +125,20 @@ def test_parse_method_reads_modifiers_in_order():
         ("consingan-no-warm", "'no-warm' applies to singan, agan"),
         ("singan-res-blend", "'res-blend' changes AGAN's attention blend"),
         ("agan3-no-attention-res-blend", "this base trains model.kind=singan"),
+        ("singan-tv-from-1", "loss.tv_weight=0"),
+        ("agan3-no-tv-tv-from-1", "loss.tv_weight=0"),
+        ("agan3-min-step-min-step", "two min_step modifiers"),
     ],
 )
 def test_bad_methods_are_user_errors(method, message):
     with pytest.raises(UserError, match=message):
-        compare.method_config(method, "tiny", BUNDLED_IMAGE, None)
+        methods.method_config(method, "tiny", BUNDLED_IMAGE, None)
 
 
 def test_unknown_modifier_lists_the_valid_ones():
     with pytest.raises(UserError) as e:
-        compare.parse_method("agan3-no-foo")
-    for modifier in compare.MODIFIERS:
+        methods.parse_method("agan3-no-foo")
+    for modifier in methods.MODIFIERS:
         assert modifier in str(e.value)
     for schedule in ("geometric", "cos", "quad", "circ"):
         assert schedule in str(e.value)
@@ -140,7 +158,7 @@ def test_compare_cli_refuses_unknown_modifier_and_documents_them(tmp_path):
     p = launch("launch.compare", "--help")  # absl's --help exits with status 1
     assert "--methods:" in p.stdout, p.stderr
     text = " ".join(p.stdout.split())
-    for modifier in compare.MODIFIERS:
+    for modifier in methods.MODIFIERS:
         assert f"{modifier}:" in text
     assert "BASE[-MODIFIER...]" in text
 
@@ -190,7 +208,7 @@ def test_blend_setting_reaches_the_generator():
     assert spec.blend == "residual"
     assert families.of(spec).make_generator(spec, 1).blend == "residual"
     assert _settings("agan3").model.blend == "convex"
-    config = compare.method_config("agan3", "tiny", BUNDLED_IMAGE, None)
+    config = methods.method_config("agan3", "tiny", BUNDLED_IMAGE, None)
     config.model.blend = "additive"
     with pytest.raises(UserError, match="model.blend.*must be one of convex, residual"):
         settings.Settings.from_config(config)
@@ -198,7 +216,7 @@ def test_blend_setting_reaches_the_generator():
 
 def test_every_tv_reduction_reads_and_runs():
     assert settings.TV_REDUCTIONS == losses.TV_REDUCTIONS
-    config = compare.method_config("agan3-tv-pytorch", "tiny", BUNDLED_IMAGE, None)
+    config = methods.method_config("agan3-tv-pytorch", "tiny", BUNDLED_IMAGE, None)
     assert settings.Settings.from_config(config).loss.tv_reduction == "pytorch"
     config.loss.tv_reduction = "median"
     with pytest.raises(UserError, match="must be one of mean, sum, pytorch"):

@@ -86,7 +86,9 @@ def test_settings_from_config_and_from_run_json_agree():
         alpha=10.0,
         tv_weight=1.0,
         tv_reduction="mean",
+        tv_from_stage=0,
         noise_amp_base=0.1,
+        noise_amp_floor=0.0,
     )
     if jax.default_backend() == "cpu":  # steps_per_call 0: the backend's default
         assert s.train.steps_per_call == 1

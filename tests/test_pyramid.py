@@ -183,7 +183,7 @@ def test_num_geometric_stages_singan_formula():
 
 
 def _sizes_for(schedule, num_stages, r0, finest_hw, original_hw):
-    pyr = PyramidSettings(schedule=schedule, num_stages=num_stages, r0=r0)
+    pyr = PyramidSettings(schedule=schedule, num_stages=num_stages, r0=r0, min_step=0.0)
     data = DataSettings(
         image="x.png", max_size=250, min_size=25, min_size_ratio=0.0, fit=""
     )

@@ -88,8 +88,10 @@ def fit_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def noise_amp(ls, rmse) -> float:
     """A stage's noise amplitude: 1 at stage 0 (rmse None), else noise_amp_base x
     the RMSE of the real image against the reconstruction entering the stage (in
-    float64 on the host, as SinGAN computes it)."""
-    return 1.0 if rmse is None else ls.noise_amp_base * float(rmse)
+    float64 on the host, as SinGAN computes it), at least `noise_amp_floor`."""
+    if rmse is None:
+        return 1.0
+    return max(ls.noise_amp_floor, ls.noise_amp_base * float(rmse))
 
 
 class PlotPolicy:
@@ -292,6 +294,11 @@ class StageLoop:
         self.prev_d = models.stack(d) if d else None
         return done
 
+    def stage_train(self, s: int):
+        """Stage s's training settings (its own iterations with
+        `train.iters_by_step`)."""
+        return self.settings.train.at_stage(s, self.sizes)
+
     def plan(self) -> None:
         """Abstract shapes of every stage to train (programs.plan_stages)."""
         one = functools.partial(self.models.take, i=0)
@@ -372,7 +379,7 @@ class StageLoop:
 
     def train(self, s: int, progs: StagePrograms, state, data, amps, progress: bool):
         """Runs stage s's iterations; returns (state, seconds)."""
-        models, ts = self.models, self.settings.train
+        models, ts = self.models, self.stage_train(s)
         log = StageLog(
             stage=s,
             num_stages=len(self.sizes),
@@ -397,7 +404,7 @@ class StageLoop:
             # 'redraw' (official SinGAN): the last iteration's map is z*; the
             # (lower, noise) inputs of the families that train with 'singan'.
             draw = functools.partial(
-                progs.fns.rec_draw, i=self.settings.train.iters - 1
+                progs.fns.rec_draw, i=self.stage_train(s).iters - 1
             )
             self.z_rec = models.call(draw, models.field(state, "key"))[1]
         self.g_list.append(models.field(state, "g_vars"))
@@ -422,7 +429,7 @@ class StageLoop:
     def log(self, s: int, progs: StagePrograms, amps, seconds: dict) -> None:
         """Stage s's stage_done record, sample grids and loss plots per member.
         `seconds`: 'start' (wall time the stage began), 'wait', 'train'."""
-        ts, models = self.settings.train, self.models
+        ts, models = self.stage_train(s), self.models
         record = stage_record(s, self.sizes[s], progs, ts.iters, seconds)
         if models.batched:
             record["models"] = models.count

@@ -56,7 +56,7 @@ class Stages:
             s.model,
             self.sizes,
             stage,
-            s.train,
+            s.train if finetune else s.train.at_stage(stage, self.sizes),
             s.loss,
             s.augment,
             finetune,
@@ -132,7 +132,7 @@ def compile_stage(
     """
     t0 = time.time()
     models = models or Models()
-    ts = stages.settings.train
+    ts = stages.settings.train.at_stage(s, stages.sizes)
     opts = ts.compiler_options
     fns, b = models.fns(plan.fns), models.abstract
     # init_state is called once per model (group.Models.each).

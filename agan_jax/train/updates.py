@@ -190,6 +190,7 @@ class Stage(NamedTuple):
     tx_g: Any
     tx_d: Any
     redraw: bool  # stage 0 redraws its reconstruction input every iteration
+    tv_weight: float  # this stage's TV weight (0 below loss.tv_from_stage)
 
     @property
     def per_iter(self) -> int:
@@ -212,7 +213,9 @@ def make_stage(family, spec, sizes, stage, ts, ls, aug=None, finetune=False) -> 
             f"train.update_rule=singan (this run trains with {rule.name!r})"
         )
     d_mod = family.make_discriminator(spec, stage)
-    return Stage(model, d_mod, rule, ts, ls, model.g_tx(ts), d_tx(ts), redraw)
+    tv_weight = ls.tv_weight if stage >= ls.tv_from_stage else 0.0
+    tx_g, tx_d = model.g_tx(ts), d_tx(ts)
+    return Stage(model, d_mod, rule, ts, ls, tx_g, tx_d, redraw, tv_weight)
 
 
 def rec_draw(st: Stage, key, i):
@@ -280,7 +283,9 @@ def g_step(st: Stage, state: StageState, data: StageData):
         v = {**state.g_vars, "params": params}
         fake, v = model.apply(v, inputs, data)
         rec, v = model.apply(v, rec_inputs, data)
-        total, terms = generator_objective(critic, fake, rec, data.real, st.ls)
+        total, terms = generator_objective(
+            critic, fake, rec, data.real, st.ls, st.tv_weight
+        )
         return total, (v, *terms)
 
     params = state.g_vars["params"]
