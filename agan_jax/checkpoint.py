@@ -13,8 +13,13 @@ Layout of a run directory:
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
+import re
+import shutil
+import sys
 import time
 from typing import Any
 
@@ -65,6 +70,60 @@ def _metadata_problem(meta) -> str | None:
     if bad:
         return "wrong type of " + ", ".join(bad)
     return None
+
+
+# Orbax's writer threads report a failed write as a ValueError from TensorStore
+# whose text ends "[os_error_code='28']" (ENOSPC).
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+class _OrbaxThreadNoise(logging.Filter):
+    """Drops the ERROR records (with tracebacks) that Orbax's background threads
+    log when a save fails: `RunStore.save_stage` raises that failure itself, as
+    one OSError naming the stage's directory."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = record.pathname.replace(os.sep, "/")
+        return not (record.levelno >= logging.ERROR and "/orbax/" in where)
+
+
+def _drop_closed_loop_errors(hook):
+    """An unraisable-exception hook that drops the RuntimeError('Event loop is
+    closed') which TensorStore callbacks raise when a failed Orbax save has
+    already closed its asyncio loop (at any time after the failure), and hands
+    everything else to `hook`."""
+
+    def unraisable(info) -> None:
+        e = info.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        hook(info)
+
+    unraisable.agan_jax_quiet = True
+    return unraisable
+
+
+def quiet_orbax_threads() -> None:
+    """Installs (once) the filters that keep Orbax's thread tracebacks off
+    stderr after a failed or interrupted save."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxThreadNoise) for f in absl_logger.filters):
+        absl_logger.addFilter(_OrbaxThreadNoise())
+    if not getattr(sys.unraisablehook, "agan_jax_quiet", False):
+        sys.unraisablehook = _drop_closed_loop_errors(sys.unraisablehook)
+
+
+def as_os_error(e: BaseException, path: str) -> OSError | None:
+    """A failed write as an OSError naming `path` (the errno Orbax reports, or
+    the OSError itself); None for other errors."""
+    if isinstance(e, OSError):
+        code = e.errno
+    else:
+        found = _OS_ERROR_CODE.search(str(e))
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return None
+    return OSError(code, os.strerror(code), path)
 
 
 def saved_phrase(k: int) -> str:
@@ -267,15 +326,36 @@ class RunStore:
             "size": [int(size[0]), int(size[1])],
             "noise_amp": noise_amp,
         }
-        self.mngr.save(
-            stage,
-            args=ocp.args.Composite(
-                gen=ocp.args.StandardSave(gen),
-                train=ocp.args.StandardSave(train),
-                meta=ocp.args.JsonSave(info),
-            ),
+        args = ocp.args.Composite(
+            gen=ocp.args.StandardSave(gen),
+            train=ocp.args.StandardSave(train),
+            meta=ocp.args.JsonSave(info),
         )
-        self.mngr.wait_until_finished()
+        quiet_orbax_threads()
+        try:
+            self.mngr.save(stage, args=args)
+            self.mngr.wait_until_finished()
+        except Exception as e:  # Orbax raises ValueError from TensorStore
+            self._discard_failed_save(stage)
+            error = as_os_error(e, os.path.join(self.ckpt_dir, str(stage)))
+            if error is None:
+                raise
+            raise error from None
+
+    def _discard_failed_save(self, stage: int) -> None:
+        """Drops the manager of a failed save and the stage's unfinished files
+        (Orbax's temporary folder), which a full disk needs back; the finished
+        stages stay as they are."""
+        mngr, self._mngr = self._mngr, None
+        try:
+            if mngr is not None:
+                mngr.close()
+        except Exception:  # noqa: BLE001 - the save's own error is what counts
+            pass
+        for tmp in glob.glob(
+            os.path.join(self.ckpt_dir, f"{stage}.orbax-checkpoint-tmp*")
+        ):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _restore(self, stage: int, items: tuple[str, ...]) -> dict[str, Any]:
         if os.path.isdir(os.path.join(self.ckpt_dir, str(stage), "state")):
