@@ -4,16 +4,23 @@ Ctrl-C, out-of-range settings. Each test fails without the fix it names."""
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import shutil
 import types
 
 import jax
 import numpy as np
 import pytest
 from orbax.checkpoint._src.serialization import type_handlers
+from PIL import Image
 
 from agan_jax import checkpoint
+from agan_jax import lock as run_lock
+from agan_jax.errors import UserError
+from agan_jax.train import many
+from tests.conftest import BUNDLED_IMAGE, tiny_config
 
 
 def _fake_state(seed: int = 0):
@@ -81,3 +88,107 @@ def test_other_save_errors_are_not_disguised(tmp_path, monkeypatch):
     monkeypatch.setattr(type_handlers.NumpyHandler, "_open_and_write", broken)
     with pytest.raises(ValueError, match="a bug, not a disk"):
         _save(store, 0)
+
+
+# -- train_many: run names, skip reasons, processes, a busy workdir ---------------
+
+
+def _fake_run(workdir, name: str, image: str) -> None:
+    os.makedirs(os.path.join(workdir, name))
+    with open(os.path.join(workdir, name, "run.json"), "w") as f:
+        json.dump({"image_path": image}, f)
+
+
+def test_run_names_keep_the_directory_of_an_existing_run(tmp_path):
+    """a.png added beside a trained a.jpg: a.jpg keeps its run 'a', a.png gets a
+    new name (not 'a', not another image's run), with a note saying why."""
+    jpg, png = str(tmp_path / "a.jpg"), str(tmp_path / "a.png")
+    work = tmp_path / "w"
+    _fake_run(work, "a", jpg)
+    assert many.run_names([jpg, png], str(work)) == ["a", "a_png"]
+    # Matched by file name when the run was trained from another path.
+    _fake_run(work, "b", "/elsewhere/b.jpg")
+    b_jpg, b_png = str(tmp_path / "b.jpg"), str(tmp_path / "b.png")
+    assert many.run_names([png, b_jpg, b_png, jpg], str(work)) == [
+        "a_png",
+        "b",
+        "b_png",
+        "a",
+    ]
+    # A new image whose stem is another image's run gets another name.
+    _fake_run(work, "c", "/elsewhere/other.jpg")
+    assert many.run_names([str(tmp_path / "c.png")], str(work)) == ["c_png"]
+    entries = many._entries([jpg, png], str(work), log=lambda _: None)
+    assert entries[1].row()["note"] == f"trains in a_png/ (a is the run of {jpg})"
+    assert "note" not in entries[0].row()
+
+
+def test_train_many_never_retrains_a_finished_run_under_a_new_name(
+    tmp_path, tiny_singan_run, monkeypatch
+):
+    """A finished run of colusseum.png stays 'done' in its own directory when a
+    colusseum.jpg joins the folder; nothing of it is trained again."""
+    source, _ = tiny_singan_run
+    work = tmp_path / "w"
+    shutil.copytree(source, work / "colusseum")
+    jpg = tmp_path / "colusseum.jpg"
+    Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(jpg)  # too small
+    trained = []
+    monkeypatch.setattr(many, "train_members", lambda part, *a: trained.extend(part))
+    entries = many.train_many(
+        tiny_config("singan"),
+        f"{BUNDLED_IMAGE},{jpg}",
+        str(work),
+        progress=False,
+        log=lambda _: None,
+    )
+    rows = {e.name: e.row() for e in entries}
+    assert sorted(rows) == ["colusseum", "colusseum_jpg"], rows
+    assert rows["colusseum"]["status"] == "done" and not trained, (rows, trained)
+    assert rows["colusseum_jpg"]["status"] == "skipped", rows
+    assert "colusseum is the run of" in rows["colusseum_jpg"]["note"], rows
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["runs"]["colusseum_jpg"]["note"] == rows["colusseum_jpg"]["note"]
+
+
+def test_train_many_skip_reason_names_train_many_fixes(tmp_path):
+    """An unreadable image is skipped with a fix train_many takes (not
+    --config.data.image, which it has no use for)."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(BUNDLED_IMAGE, folder / "good.png")
+    (folder / "bad.png").write_text("this is text, not a PNG")
+    (folder / "good.png").unlink()  # only the bad one: no training
+    with pytest.raises(UserError, match="no usable image"):
+        many.train_many(
+            tiny_config("singan"), str(folder), str(tmp_path / "w"), log=lambda _: None
+        )
+    row = json.loads((tmp_path / "w" / "summary.json").read_text())["runs"]["bad"]
+    assert row["status"] == "skipped"
+    assert "--config.data.image" not in row["reason"], row
+    assert "--images" in row["reason"], row
+
+
+def test_process_errors_name_the_flag_or_variable():
+    with pytest.raises(UserError, match=r"^--num_processes=0: .*at least 1"):
+        many.Process(0, 0)
+    with pytest.raises(UserError, match=r"^--process_id=3: .*0\.\.1"):
+        many.Process(3, 2)
+    with pytest.raises(UserError) as e:
+        many.process_from_environment({"SLURM_PROCID": "5", "SLURM_NTASKS": "2"})
+    assert "SLURM_PROCID=5" in str(e.value) and "0..1" in str(e.value)
+    assert "not an integer" not in str(e.value) and "not integers" not in str(e.value)
+
+
+def test_second_train_many_on_a_busy_workdir_names_the_lock_holder(tmp_path):
+    """Every image locked by another train_many: the error names its pid, not
+    'no usable image'."""
+    work = tmp_path / "w"
+    with run_lock.RunLock(str(work / "colusseum")):
+        with pytest.raises(UserError) as e:
+            many.train_many(
+                tiny_config("singan"), BUNDLED_IMAGE, str(work), log=lambda _: None
+            )
+    assert f"pid {os.getpid()}" in str(e.value), e.value
+    assert "no usable image" not in str(e.value)
+    assert str(work) in str(e.value)
