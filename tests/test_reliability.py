@@ -192,3 +192,61 @@ def test_second_train_many_on_a_busy_workdir_names_the_lock_holder(tmp_path):
     assert f"pid {os.getpid()}" in str(e.value), e.value
     assert "no usable image" not in str(e.value)
     assert str(work) in str(e.value)
+
+
+# -- reading a run never writes into it --------------------------------------------
+
+
+def _snapshot(folder) -> dict[str, int]:
+    """Every path under `folder` with its mtime (ns)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = os.lstat(path).st_mtime_ns
+    return out
+
+
+def test_report_plot_evaluate_with_out_elsewhere_leave_the_run_untouched(
+    tmp_path, tiny_singan_run
+):
+    """A run on a read-only disk: launch.report, launch.plot and launch.evaluate
+    with --out elsewhere write nothing into it (as root, chmod would not stop
+    us: compare every path and mtime instead)."""
+    from agan_jax import evaluation, plots, report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_singan_run[0], run)
+    os.unlink(run / plots.LOSSES_PNG)  # a report used to draw it again
+    before = _snapshot(run)
+    out = tmp_path / "elsewhere"
+    page = report.write_run_report(str(run), str(out / "report.html"), num_samples=2)
+    assert _snapshot(run) == before
+    with open(page, encoding="utf-8") as f:
+        assert 'id="losses-plot"' in f.read()  # the plot, inline
+    plots.write_losses([str(run)], str(out / "losses.png"))
+    evaluation.evaluate_to_dir([str(run)], str(out / "eval"), num_samples=2, k=2)
+    assert _snapshot(run) == before
+    assert sorted(os.listdir(out)) == ["eval", "losses.png", "report.html"]
+
+
+def test_plot_out_folder_and_failed_write_leave_no_temporary_file(
+    tmp_path, tiny_singan_run, monkeypatch
+):
+    """--out=DIR (an existing folder) draws DIR/losses.png; a write that fails
+    leaves no temporary file beside its target."""
+    from agan_jax import plots
+
+    out = tmp_path / "figs"
+    out.mkdir()
+    assert plots.write_losses([tiny_singan_run[0]], str(out)) == str(out / "losses.png")
+    assert sorted(os.listdir(tmp_path)) == ["figs"]
+    assert sorted(os.listdir(out)) == ["losses.png"]
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", dst)
+
+    monkeypatch.setattr(plots.os, "replace", full)
+    with pytest.raises(OSError):
+        plots.write_losses([tiny_singan_run[0]], str(tmp_path / "b.png"))
+    assert sorted(os.listdir(tmp_path)) == ["figs"]
