@@ -69,7 +69,37 @@ def _metadata_problem(meta) -> str | None:
     bad = [k for k, t in _META_KEYS.items() if not isinstance(meta[k], t)]
     if bad:
         return "wrong type of " + ", ".join(bad)
+    sizes, n = meta["sizes"], meta["num_stages"]
+    if not sizes or not all(_is_size(s) for s in sizes):
+        return (
+            f"sizes must list [height, width] pairs of positive integers, one per "
+            f"stage, not {json.dumps(sizes)[:80]}"
+        )
+    if n != len(sizes):
+        return (
+            f"num_stages is {n} but sizes lists {len(sizes)} stages; set "
+            f'"num_stages": {len(sizes)}'
+        )
     return None
+
+
+def _is_size(s) -> bool:
+    """Whether `s` is [height, width], positive integers (not booleans)."""
+    return (
+        isinstance(s, list)
+        and len(s) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in s)
+    )
+
+
+def _settings_problems(e: UserError) -> str:
+    """The 'config.FIELD = VALUE: must be ...' part of a Settings error, without
+    its --config.FIELD fix (which fits the train command only)."""
+    text = str(e)
+    lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+    if lines:
+        return "; ".join(lines)
+    return text.split("; fix it with")[0]
 
 
 # Orbax's writer threads report a failed write as a ValueError from TensorStore
@@ -301,8 +331,42 @@ class RunStore:
                 f"stages after {missing[0] - 1} and re-run to retrain them"
             )
         if num_stages is not None and len(steps) > num_stages:
-            raise UserError(f"{self.workdir} holds more stages than its run.json says")
+            raise UserError(
+                f"{self.workdir} holds {len(steps)} saved stages but its run.json "
+                f"says num_stages {num_stages}; restore the run's own run.json "
+                "(num_stages and sizes as launch.train wrote them), or train again "
+                "in a new --workdir"
+            )
         return steps
+
+    def saved_size(self, stage: int) -> list[int] | None:
+        """The [height, width] a stage's checkpoint was saved at (its `meta`
+        item), or None when it does not say."""
+        path = os.path.join(self.ckpt_dir, str(stage), "meta", "metadata")
+        try:
+            with open(path) as f:
+                size = json.load(f).get("size")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return size if _is_size(size) else None
+
+    def check_saved_sizes(self, sizes: list, stages: list[int]) -> None:
+        """UserError when run.json's `sizes` disagree with the sizes the saved
+        stages were trained at (a hand-edited run.json)."""
+        saved = {s: self.saved_size(s) for s in stages}
+        wrong = [s for s in stages if saved[s] not in (None, list(sizes[s]))]
+        if not wrong:
+            return
+        s = wrong[0]
+        known = json.dumps([saved[k] or list(sizes[k]) for k in stages])
+        if len(stages) < len(sizes):
+            known = known[:-1] + ", ...]"
+        raise UserError(
+            f"{self.meta_path} disagrees with the checkpoints: stage {s} was "
+            f"trained at {saved[s][0]}x{saved[s][1]} but its sizes say "
+            f"{sizes[s][0]}x{sizes[s][1]}; restore the run's own run.json (its saved "
+            f'stages have "sizes": {known}), or train again in a new --workdir'
+        )
 
     def save_stage(self, stage: int, state, z_rec, noise_amp: float, size) -> None:
         """Saves one finished stage (blocking), as host arrays: a checkpoint
@@ -397,8 +461,16 @@ class RunStore:
     def load_run(self, upto: int | None = None) -> Run:
         """The trained pyramid (stages 0..upto-1, default all finished) as a Run."""
         meta = self.read_metadata()
-        spec = Settings.from_config(meta["config"]).model
+        try:
+            spec = Settings.from_config(meta["config"]).model
+        except UserError as e:
+            raise UserError(
+                f"{self.meta_path} holds invalid settings ({_settings_problems(e)}); "
+                "restore the run's own run.json (launch.train wrote it), or train "
+                "again in a new --workdir"
+            ) from None
         stages = self.finished_stages(meta["num_stages"])
+        self.check_saved_sizes(meta["sizes"], stages)
         if not stages:
             raise UserError(
                 f"{self.workdir} has no finished stage yet; train it first (python -m "

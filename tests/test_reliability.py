@@ -250,3 +250,72 @@ def test_plot_out_folder_and_failed_write_leave_no_temporary_file(
     with pytest.raises(OSError):
         plots.write_losses([tiny_singan_run[0]], str(tmp_path / "b.png"))
     assert sorted(os.listdir(tmp_path)) == ["figs"]
+
+
+# -- hand-edited run.json and manifest.json -----------------------------------------
+
+
+def _edited_run(tmp_path, source: str, **fields) -> str:
+    """A copy of the run in `source` with run.json's `fields` replaced."""
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(fields)
+    (run / "run.json").write_text(json.dumps(meta))
+    return str(run)
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"sizes": [17, 21]}, r"sizes must list \[height, width\] pairs"),
+        ({"sizes": [[17, 21], [20, "26"], [25, 32]]}, r"sizes must list"),
+        (
+            {"num_stages": 5},
+            r'num_stages is 5 but sizes lists 3 stages; set "num_stages": 3',
+        ),
+        (
+            {"sizes": [[17, 21], [30, 40], [50, 64]]},
+            r"stage 1 was trained at 20x26 but its sizes say 30x40; restore the "
+            r"run's own run.json \(its saved stages have \"sizes\": \[\[17, 21\], "
+            r"\[20, 26\], \[25, 32\]\]\)",
+        ),
+    ],
+)
+def test_edited_run_json_sizes_are_refused_with_a_fix(
+    tmp_path, tiny_singan_run, fields, expected
+):
+    """Sizes of the wrong shape (a TypeError traceback before), or other valid
+    numbers (samples at the wrong size before, exit 0), or a num_stages that
+    disagrees: one UserError with a fix a user of launch.sample can follow."""
+    run = _edited_run(tmp_path, tiny_singan_run[0], **fields)
+    with pytest.raises(UserError, match=expected) as e:
+        checkpoint.load_run(run)
+    assert "--config" not in str(e.value)
+
+
+def test_fewer_stages_in_run_json_than_saved_names_the_fix(tmp_path, tiny_singan_run):
+    run = _edited_run(
+        tmp_path, tiny_singan_run[0], num_stages=2, sizes=[[17, 21], [20, 26]]
+    )
+    with pytest.raises(
+        UserError,
+        match="holds 3 saved stages but its run.json says "
+        "num_stages 2; restore the run's own run.json",
+    ):
+        checkpoint.load_run(run)
+
+
+def test_bad_config_field_in_run_json_does_not_advise_a_config_flag(
+    tmp_path, tiny_singan_run
+):
+    """launch.sample has no --config flags: the message names the field in
+    run.json and says to restore the file."""
+    meta = json.loads(open(os.path.join(tiny_singan_run[0], "run.json")).read())
+    meta["config"]["model"]["kernel"] = 4
+    run = _edited_run(tmp_path, tiny_singan_run[0], config=meta["config"])
+    with pytest.raises(UserError) as e:
+        checkpoint.load_run(run)
+    text = str(e.value)
+    assert "config.model.kernel = 4: must be an odd integer" in text, text
+    assert "--config" not in text and "restore the run's own run.json" in text, text
