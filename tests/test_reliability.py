@@ -8,6 +8,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import types
 
 import jax
@@ -16,11 +19,11 @@ import pytest
 from orbax.checkpoint._src.serialization import type_handlers
 from PIL import Image
 
-from agan_jax import checkpoint
+from agan_jax import checkpoint, sampling, streaming
 from agan_jax import lock as run_lock
 from agan_jax.errors import UserError
 from agan_jax.train import many
-from tests.conftest import BUNDLED_IMAGE, tiny_config
+from tests.conftest import BUNDLED_IMAGE, ROOT, tiny_config
 
 
 def _fake_state(seed: int = 0):
@@ -319,3 +322,156 @@ def test_bad_config_field_in_run_json_does_not_advise_a_config_flag(
     text = str(e.value)
     assert "config.model.kernel = 4: must be an odd integer" in text, text
     assert "--config" not in text and "restore the run's own run.json" in text, text
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("written", "lots"),
+        ("written", -3),
+        ("seed", 1.5),
+        ("size", [4]),
+        ("format", "gif"),
+    ],
+)
+def test_manifest_with_a_bad_field_is_one_error_naming_it(tmp_path, field, value):
+    """A hand-edited manifest.json ('written': 'lots' was a ValueError
+    traceback): one UserError naming the field and the fix."""
+    out = tmp_path / "samples"
+    out.mkdir()
+    good = {"seed": 0, "workdir": None, "stages": 3, "start_stage": 0}
+    good.update({"scale": [1.0, 1.0], "size": [25, 32], "format": "png"})
+    good.update({"num_samples": 4, "written": 2})
+    (out / "manifest.json").write_text(json.dumps({**good, field: value}))
+    with pytest.raises(UserError, match=f'"{field}": .* is not .*--overwrite'):
+        streaming.prepare(str(out), {**good, "written": 0})
+    (out / "manifest.json").write_text(json.dumps(good))
+    assert streaming.prepare(str(out), {**good, "written": 0})["written"] == 2
+
+
+def test_ctrl_c_while_sampling_says_a_rerun_continues(tmp_path, tiny_singan_run):
+    """Ctrl-C (a KeyboardInterrupt after the first batch): the message gives the
+    samples written and says that re-running continues; the re-run does."""
+    sampler = sampling.Sampler(tiny_singan_run[1])
+    out = str(tmp_path / "s")
+
+    def ctrl_c(batch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        streaming.write_samples(
+            sampler, 0, 6, out, batch_size=2, progress=False, on_batch=ctrl_c
+        )
+    assert str(e.value) == (
+        f"interrupted: 2 of 6 samples are written to {out}; re-run the same "
+        "command to continue from there"
+    )
+    again = streaming.write_samples(sampler, 0, 6, out, batch_size=2, progress=False)
+    assert (again.drawn, again.total) == (4, 6)
+
+
+# -- settings: upper bounds ----------------------------------------------------------
+
+
+def _settings_error(name: str = "agan", **overrides) -> str:
+    from agan_jax.settings import Settings
+
+    config = tiny_config(name, None)
+    with config.unlocked():
+        for key, value in overrides.items():
+            section, field = key.split("__")
+            config[section][field] = value
+    with pytest.raises(UserError) as e:
+        Settings.from_config(config)
+    return str(e.value)
+
+
+def test_a_huge_loss_weight_is_named_as_the_cause():
+    """loss.alpha=1e38 was accepted (a loss of inf, then advice to lower the
+    learning rates): refused, naming the weight."""
+    text = _settings_error(loss__alpha=1e38)
+    assert text.startswith(
+        "config.loss.alpha = 1e+38: must be a finite number in [0, 10000]"
+    ), text
+    assert "lr" not in text.split(";")[0].replace("learning rates)", "")
+    for field in ("lambda_gp", "tv_weight"):
+        assert f"config.loss.{field} = 100000.0" in _settings_error(
+            **{f"loss__{field}": 1e5}
+        )
+
+
+def test_loss_weight_at_the_bound_and_default_sizes_are_accepted():
+    from agan_jax.settings import Settings
+
+    config = tiny_config("agan", None)
+    with config.unlocked():
+        config.loss.alpha = 1e4
+        config.pyramid.num_stages = 40  # shorter sides 25..64: 40 possible
+    assert Settings.from_config(config).loss.alpha == 1e4
+
+
+def test_more_stages_than_distinct_sizes_are_refused():
+    """pyramid.num_stages=1000 was accepted (at most 40 distinct shorter sides
+    between min_size 25 and max_size 64)."""
+    text = _settings_error(pyramid__num_stages=1000)
+    assert text.startswith(
+        "config.pyramid.num_stages = 1000: must be an integer in [2, 40]"
+    ), text
+    # geometric derives its count from the image: num_stages is not read.
+    from agan_jax.settings import Settings
+
+    config = tiny_config("singan", None)
+    with config.unlocked():
+        config.pyramid.num_stages = 1000
+    assert Settings.from_config(config).pyramid.schedule == "geometric"
+
+
+def test_a_max_size_for_a_huge_stage_is_refused():
+    """data.max_size=100000 trained a 48-megapixel stage on a large photo."""
+    text = _settings_error(data__max_size=100000)
+    assert text.startswith(
+        "config.data.max_size = 100000: must be an integer in [1, 4096]"
+    ), text
+
+
+_SLOW_SAVE = """
+import asyncio, sys, types
+import jax, numpy as np
+from orbax.checkpoint._src.serialization import type_handlers
+from agan_jax import checkpoint
+
+async def slow(self, value, tspec, ctx):
+    print("saving", flush=True)
+    await asyncio.sleep(2)
+
+type_handlers.NumpyHandler._open_and_write = slow
+state = types.SimpleNamespace(g_vars={"w": np.ones(3, np.float32)}, d_vars={},
+    g_opt={}, d_opt={}, key=jax.random.key(0), step=np.int32(0))
+try:
+    checkpoint.RunStore(sys.argv[1]).save_stage(
+        0, state, np.zeros(3, np.float32), 1.0, (4, 4))
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_during_a_save_prints_no_orbax_tracebacks(tmp_path):
+    """Ctrl-C while Orbax's threads write a stage (train_many printed its line,
+    then 88 lines of their tracebacks): the launcher's line only."""
+    script = tmp_path / "save.py"
+    script.write_text(_SLOW_SAVE)
+    p = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"},
+    )
+    while (line := p.stdout.readline()) and line.strip() != "saving":
+        pass
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert err.strip() == "interrupted", err[:2000]
