@@ -470,14 +470,14 @@ class RunStore:
                 "again in a new --workdir"
             ) from None
         stages = self.finished_stages(meta["num_stages"])
-        self.check_saved_sizes(meta["sizes"], stages)
         if not stages:
             raise UserError(
                 f"{self.workdir} has no finished stage yet; train it first (python -m "
                 "launch.train --workdir=...) or wait for stage 0 to finish"
             )
         upto = len(stages) if upto is None else upto
-        trees = [self.load_gen(s) for s in range(upto)]
+        trees = [self.load_gen(s) for s in range(upto)]  # older layouts refused
+        self.check_saved_sizes(meta["sizes"], stages)
         real_path = os.path.join(self.workdir, "real.npy")
         real = np.load(real_path) if os.path.exists(real_path) else None
         to_jnp = lambda t: jax.tree.map(jax.numpy.asarray, t)  # noqa: E731
