@@ -13,8 +13,13 @@ Layout of a run directory:
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
+import re
+import shutil
+import sys
 import time
 from typing import Any
 
@@ -64,7 +69,91 @@ def _metadata_problem(meta) -> str | None:
     bad = [k for k, t in _META_KEYS.items() if not isinstance(meta[k], t)]
     if bad:
         return "wrong type of " + ", ".join(bad)
+    sizes, n = meta["sizes"], meta["num_stages"]
+    if not sizes or not all(_is_size(s) for s in sizes):
+        return (
+            f"sizes must list [height, width] pairs of positive integers, one per "
+            f"stage, not {json.dumps(sizes)[:80]}"
+        )
+    if n != len(sizes):
+        return (
+            f"num_stages is {n} but sizes lists {len(sizes)} stages; set "
+            f'"num_stages": {len(sizes)}'
+        )
     return None
+
+
+def _is_size(s) -> bool:
+    """Whether `s` is [height, width], positive integers (not booleans)."""
+    return (
+        isinstance(s, list)
+        and len(s) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in s)
+    )
+
+
+def _settings_problems(e: UserError) -> str:
+    """The 'config.FIELD = VALUE: must be ...' part of a Settings error, without
+    its --config.FIELD fix (which fits the train command only)."""
+    text = str(e)
+    lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+    if lines:
+        return "; ".join(lines)
+    return text.split("; fix it with")[0]
+
+
+# Orbax's writer threads report a failed write as a ValueError from TensorStore
+# whose text ends "[os_error_code='28']" (ENOSPC).
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+class _OrbaxThreadNoise(logging.Filter):
+    """Drops the ERROR records (with tracebacks) that Orbax's background threads
+    log when a save fails: `RunStore.save_stage` raises that failure itself, as
+    one OSError naming the stage's directory."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = record.pathname.replace(os.sep, "/")
+        return not (record.levelno >= logging.ERROR and "/orbax/" in where)
+
+
+def _drop_closed_loop_errors(hook):
+    """An unraisable-exception hook that drops the RuntimeError('Event loop is
+    closed') which TensorStore callbacks raise when a failed Orbax save has
+    already closed its asyncio loop (at any time after the failure), and hands
+    everything else to `hook`."""
+
+    def unraisable(info) -> None:
+        e = info.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        hook(info)
+
+    unraisable.agan_jax_quiet = True
+    return unraisable
+
+
+def quiet_orbax_threads() -> None:
+    """Installs (once) the filters that keep Orbax's thread tracebacks off
+    stderr after a failed or interrupted save."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxThreadNoise) for f in absl_logger.filters):
+        absl_logger.addFilter(_OrbaxThreadNoise())
+    if not getattr(sys.unraisablehook, "agan_jax_quiet", False):
+        sys.unraisablehook = _drop_closed_loop_errors(sys.unraisablehook)
+
+
+def as_os_error(e: BaseException, path: str) -> OSError | None:
+    """A failed write as an OSError naming `path` (the errno Orbax reports, or
+    the OSError itself); None for other errors."""
+    if isinstance(e, OSError):
+        code = e.errno
+    else:
+        found = _OS_ERROR_CODE.search(str(e))
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return None
+    return OSError(code, os.strerror(code), path)
 
 
 def saved_phrase(k: int) -> str:
@@ -242,8 +331,42 @@ class RunStore:
                 f"stages after {missing[0] - 1} and re-run to retrain them"
             )
         if num_stages is not None and len(steps) > num_stages:
-            raise UserError(f"{self.workdir} holds more stages than its run.json says")
+            raise UserError(
+                f"{self.workdir} holds {len(steps)} saved stages but its run.json "
+                f"says num_stages {num_stages}; restore the run's own run.json "
+                "(num_stages and sizes as launch.train wrote them), or train again "
+                "in a new --workdir"
+            )
         return steps
+
+    def saved_size(self, stage: int) -> list[int] | None:
+        """The [height, width] a stage's checkpoint was saved at (its `meta`
+        item), or None when it does not say."""
+        path = os.path.join(self.ckpt_dir, str(stage), "meta", "metadata")
+        try:
+            with open(path) as f:
+                size = json.load(f).get("size")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return size if _is_size(size) else None
+
+    def check_saved_sizes(self, sizes: list, stages: list[int]) -> None:
+        """UserError when run.json's `sizes` disagree with the sizes the saved
+        stages were trained at (a hand-edited run.json)."""
+        saved = {s: self.saved_size(s) for s in stages}
+        wrong = [s for s in stages if saved[s] not in (None, list(sizes[s]))]
+        if not wrong:
+            return
+        s = wrong[0]
+        known = json.dumps([saved[k] or list(sizes[k]) for k in stages])
+        if len(stages) < len(sizes):
+            known = known[:-1] + ", ...]"
+        raise UserError(
+            f"{self.meta_path} disagrees with the checkpoints: stage {s} was "
+            f"trained at {saved[s][0]}x{saved[s][1]} but its sizes say "
+            f"{sizes[s][0]}x{sizes[s][1]}; restore the run's own run.json (its saved "
+            f'stages have "sizes": {known}), or train again in a new --workdir'
+        )
 
     def save_stage(self, stage: int, state, z_rec, noise_amp: float, size) -> None:
         """Saves one finished stage (blocking), as host arrays: a checkpoint
@@ -267,15 +390,36 @@ class RunStore:
             "size": [int(size[0]), int(size[1])],
             "noise_amp": noise_amp,
         }
-        self.mngr.save(
-            stage,
-            args=ocp.args.Composite(
-                gen=ocp.args.StandardSave(gen),
-                train=ocp.args.StandardSave(train),
-                meta=ocp.args.JsonSave(info),
-            ),
+        args = ocp.args.Composite(
+            gen=ocp.args.StandardSave(gen),
+            train=ocp.args.StandardSave(train),
+            meta=ocp.args.JsonSave(info),
         )
-        self.mngr.wait_until_finished()
+        quiet_orbax_threads()
+        try:
+            self.mngr.save(stage, args=args)
+            self.mngr.wait_until_finished()
+        except Exception as e:  # Orbax raises ValueError from TensorStore
+            self._discard_failed_save(stage)
+            error = as_os_error(e, os.path.join(self.ckpt_dir, str(stage)))
+            if error is None:
+                raise
+            raise error from None
+
+    def _discard_failed_save(self, stage: int) -> None:
+        """Drops the manager of a failed save and the stage's unfinished files
+        (Orbax's temporary folder), which a full disk needs back; the finished
+        stages stay as they are."""
+        mngr, self._mngr = self._mngr, None
+        try:
+            if mngr is not None:
+                mngr.close()
+        except Exception:  # noqa: BLE001 - the save's own error is what counts
+            pass
+        for tmp in glob.glob(
+            os.path.join(self.ckpt_dir, f"{stage}.orbax-checkpoint-tmp*")
+        ):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _restore(self, stage: int, items: tuple[str, ...]) -> dict[str, Any]:
         if os.path.isdir(os.path.join(self.ckpt_dir, str(stage), "state")):
@@ -317,7 +461,14 @@ class RunStore:
     def load_run(self, upto: int | None = None) -> Run:
         """The trained pyramid (stages 0..upto-1, default all finished) as a Run."""
         meta = self.read_metadata()
-        settings = Settings.from_config(meta["config"])
+        try:
+            settings = Settings.from_config(meta["config"])
+        except UserError as e:
+            raise UserError(
+                f"{self.meta_path} holds invalid settings ({_settings_problems(e)}); "
+                "restore the run's own run.json (launch.train wrote it), or train "
+                "again in a new --workdir"
+            ) from None
         stages = self.finished_stages(meta["num_stages"])
         if not stages:
             raise UserError(
@@ -325,7 +476,8 @@ class RunStore:
                 "launch.train --workdir=...) or wait for stage 0 to finish"
             )
         upto = len(stages) if upto is None else upto
-        trees = [self.load_gen(s) for s in range(upto)]
+        trees = [self.load_gen(s) for s in range(upto)]  # older layouts refused
+        self.check_saved_sizes(meta["sizes"], stages)
         real_path = os.path.join(self.workdir, "real.npy")
         real = np.load(real_path) if os.path.exists(real_path) else None
         to_jnp = lambda t: jax.tree.map(jax.numpy.asarray, t)  # noqa: E731

@@ -30,6 +30,15 @@ class NotWritable(UserError):
     """The run directory cannot be written (permissions, read-only file system)."""
 
 
+class Locked(UserError):
+    """Another process holds the run directory's lock; `pid` is its pid (None
+    when the lock file does not say)."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
@@ -101,10 +110,11 @@ class RunLock:
                 pid = _read_pid(fd)
                 os.close(fd)
                 who = f"pid {pid}" if pid else "another process"
-                raise UserError(
+                raise Locked(
                     f"{self.workdir} is in use: {who} holds its lock ({self.path}), "
                     "one writer at a time; wait for it to finish or stop it, or use "
-                    "another --workdir"
+                    "another --workdir",
+                    pid,
                 ) from None
             # A holder releasing at this moment removes the file after we opened
             # it: then the lock we hold is on a file nobody else will see; retry.

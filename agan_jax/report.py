@@ -347,8 +347,13 @@ def run_page(
     parts.append(section("stages", "Stage sizes and timings", _stage_table(meta, done)))
 
     try:
-        png = plots.write_losses([workdir])
-        body = figure("losses-plot", file_uri(png), "losses by stage", pixels=False)
+        # Drawn in memory: reading a run never writes into it (it may be on a
+        # read-only disk, with the page going elsewhere).
+        uri = (
+            "data:image/png;base64,"
+            + base64.b64encode(plots.losses_png([workdir])).decode()
+        )
+        body = figure("losses-plot", uri, "losses by stage", pixels=False)
     except UserError as e:
         body = note(str(e))
     parts.append(section("losses", "Losses", body))

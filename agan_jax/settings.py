@@ -399,6 +399,15 @@ def config_to_dict(config) -> dict:
 # lr > 1 moves weights initialised at N(0, 0.02) by more than 50x their scale in
 # one step; the defaults are 5e-4.
 MAX_LR = 1.0
+# Loss weights above this are rejected: Adam's step does not grow with a loss's
+# scale, so a larger weight only silences the other terms, and far larger ones
+# overflow float32 (loss.alpha=1e38 made the first loss inf). The defaults are
+# 0.1 (lambda_gp), 10 (alpha) and 0 or 1 (tv_weight).
+MAX_LOSS_WEIGHT = 1e4
+# data.max_size above this is rejected: the finest stage of a photo is trained at
+# up to max_size pixels on its longer side (100000 trained a 48-megapixel stage);
+# the paper trains at 250.
+MAX_MAX_SIZE = 4096
 
 
 class Problems:
@@ -442,7 +451,7 @@ def range_problems(s: Settings) -> list[str]:
     RANGE" lines (config field names, as given on the command line)."""
     p = Problems()
     _data_problems(p, s.data)
-    _pyramid_problems(p, s.pyramid)
+    _pyramid_problems(p, s.pyramid, s.data)
     _model_problems(p, s.model)
     _train_problems(p, s.train)
     _loss_problems(p, s.loss)
@@ -457,7 +466,13 @@ def _data_problems(p: Problems, d: DataSettings) -> None:
         lambda v: v.strip() != "",
         "a non-empty path to a PNG/JPEG file (e.g. data/colusseum.png)",
     )
-    p.int_at_least("data.max_size", d.max_size, 1)
+    p.need(
+        "data.max_size",
+        d.max_size,
+        lambda v: 1 <= v <= MAX_MAX_SIZE,
+        f"an integer in [1, {MAX_MAX_SIZE}] (the longer side of the finest stage, "
+        "in pixels: 64 on CPU, 250 in the paper)",
+    )
     if d.fit:
         p.need(
             "data.fit",
@@ -493,7 +508,7 @@ def _data_problems(p: Problems, d: DataSettings) -> None:
         )
 
 
-def _pyramid_problems(p: Problems, y: PyramidSettings) -> None:
+def _pyramid_problems(p: Problems, y: PyramidSettings, d: DataSettings) -> None:
     p.choice("pyramid.schedule", y.schedule, SCHEDULES)
     p.int_at_least("pyramid.num_stages", y.num_stages, 2)
     p.number("pyramid.r0", y.r0, lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.75")
@@ -503,6 +518,22 @@ def _pyramid_problems(p: Problems, y: PyramidSettings) -> None:
         lambda v: v == 0 or 1 <= v <= 2,
         "0 (off) or a number in [1, 2], e.g. 1.1",
     )
+    if y.schedule != "geometric" and _is_int(d.max_size) and _is_int(d.min_size):
+        # Every stage's shorter side lies in [min_size, max_size]: more stages
+        # than that repeat sizes.
+        most = max(2, d.max_size - d.min_size + 1)
+        p.need(
+            "pyramid.num_stages",
+            y.num_stages,
+            lambda v: v <= most,
+            f"an integer in [2, {most}]: stage sizes have their shorter side in "
+            f"[data.min_size, data.max_size] = [{d.min_size}, {d.max_size}], so more "
+            "stages repeat sizes (lower it, or widen that range)",
+        )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _model_problems(p: Problems, m: ModelSpec) -> None:
@@ -580,9 +611,16 @@ def _loss_problems(p: Problems, lo: LossSettings) -> None:
         ("loss.lambda_gp", lo.lambda_gp),
         ("loss.alpha", lo.alpha),
         ("loss.tv_weight", lo.tv_weight),
-        ("noise_amp_base", lo.noise_amp_base),
     ):
-        p.number(name, v, lambda x: x >= 0, "a number >= 0")
+        p.number(
+            name,
+            v,
+            lambda x: 0 <= x <= MAX_LOSS_WEIGHT,
+            f"a number in [0, {MAX_LOSS_WEIGHT:g}]: a larger weight silences the "
+            "other losses and overflows float32 (training diverges whatever the "
+            "learning rates)",
+        )
+    p.number("noise_amp_base", lo.noise_amp_base, lambda x: x >= 0, "a number >= 0")
     p.number(
         "loss.noise_amp_floor",
         lo.noise_amp_floor,

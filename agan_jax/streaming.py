@@ -134,7 +134,48 @@ def read_manifest(out: str) -> dict[str, Any] | None:
             f"{path} is unreadable ({e}); sample into another --out, or pass "
             "--overwrite to replace what the folder holds"
         ) from e
+    problem = manifest_problem(manifest)
+    if problem:
+        raise UserError(
+            f"{path} is not a manifest of launch.sample ({problem}); sample into "
+            "another --out, or pass --overwrite to replace what the folder holds"
+        )
     return manifest
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _pair(v, kind) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)
+    )
+
+
+# A manifest's fields: what each must be (a test, and the words for it).
+_FIELDS = {
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "workdir": (lambda v: v is None or isinstance(v, str), "a path"),
+    "stages": (_count, "an integer >= 0"),
+    "start_stage": (_count, "an integer >= 0"),
+    "scale": (lambda v: _pair(v, int | float), "[height scale, width scale]"),
+    "size": (lambda v: _pair(v, int), "[height, width]"),
+    "format": (lambda v: v in FORMATS, " or ".join(FORMATS)),
+    "num_samples": (_count, "an integer >= 0"),
+    "written": (_count, "an integer >= 0"),
+}
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """The first field of a manifest that is not what `write_samples` writes
+    ('written': 'lots'), or None. Missing fields are left to the request check."""
+    for key, (ok, rule) in _FIELDS.items():
+        if key in manifest and not ok(manifest[key]):
+            return f'"{key}": {json.dumps(manifest[key])[:40]} is not {rule}'
+    return None
 
 
 def _write_manifest(out: str, manifest: dict[str, Any]) -> None:
@@ -245,6 +286,86 @@ def _blocks(n: int, batch: int, need: Callable[[int], bool]) -> Iterator[int]:
             yield from range(lo, hi)
 
 
+class _Sink:
+    """Where the samples of one request go: which are still needed, how a batch
+    is written (on the writer thread, in order), the manifest's count and the
+    progress bar."""
+
+    def __init__(self, out: str, req: dict[str, Any], manifest: dict, on_batch):
+        self.out, self.manifest, self.on_batch = out, manifest, on_batch
+        self.n, self.fmt = req["num_samples"], req["format"]
+        self.memmap = None
+        self.drawn = 0
+        if self.fmt == "png":
+            self.have = sum(
+                1
+                for name in _our_files(out)
+                if (m := _SAMPLE.match(name)) and int(m.group(1)) < self.n
+            )
+        else:
+            self._open_npy(*req["size"])
+        self.first = self.have
+        self.last = time.monotonic()
+        manifest["written"] = self.have
+        _write_manifest(out, manifest)
+
+    def _open_npy(self, h: int, w: int) -> None:
+        """Continues samples.npy's partial file, or starts it (none written)."""
+        if os.path.exists(os.path.join(self.out, NPY)) and (
+            self.manifest["written"] >= self.n
+        ):
+            self.have = self.n
+            return
+        self.have = min(self.manifest["written"], self.n)
+        partial = os.path.join(self.out, NPY_PARTIAL)
+        if self.have and os.path.exists(partial):
+            self.memmap = np.lib.format.open_memmap(partial, mode="r+")
+        else:
+            self.have = 0
+            self.memmap = np.lib.format.open_memmap(
+                partial, mode="w+", dtype=np.uint8, shape=(self.n, h, w, 3)
+            )
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.out, sample_name(i))
+
+    def need(self, i: int) -> bool:
+        if self.fmt == "png":
+            return not os.path.exists(self.path(i))
+        return i >= self.first
+
+    def write(self, b: Batch) -> None:
+        """Writes one batch (on the writer thread, in order)."""
+        if self.fmt == "png":
+            for i, im in zip(b.indices.tolist(), b.images, strict=True):
+                if self.need(i):
+                    image_io.save_image(self.path(i), im)
+                    self.drawn += 1
+                    self.have += 1
+        else:
+            self.memmap[b.indices] = image_io.to_uint8(b.images)
+            self.drawn += int(np.sum(b.indices >= self.have))
+            self.have = int(b.indices.max()) + 1
+        self.bar.update(self.have - self.bar.n)
+        if self.on_batch is not None:
+            self.on_batch(b)
+        if time.monotonic() - self.last > _MANIFEST_EVERY_S:
+            if self.memmap is not None:
+                self.memmap.flush()
+            self.manifest["written"] = self.have
+            _write_manifest(self.out, self.manifest)
+            self.last = time.monotonic()
+
+    def finish(self) -> None:
+        """Renames a complete samples.npy into place; the manifest's last count."""
+        if self.memmap is not None:
+            self.memmap.flush()
+            self.memmap = None
+            os.replace(os.path.join(self.out, NPY_PARTIAL), os.path.join(self.out, NPY))
+        self.manifest["written"] = self.have
+        _write_manifest(self.out, self.manifest)
+
+
 def write_samples(
     sampler: Sampler,
     seed: int,
@@ -274,7 +395,8 @@ def write_samples(
       on_batch: called with every batch once its samples are on disk.
 
     Returns:
-      A `Result`.
+      A `Result`. Ctrl-C raises KeyboardInterrupt saying how many samples are
+      written and that a re-run of the same command continues.
     """
     from tqdm.auto import tqdm
 
@@ -288,89 +410,38 @@ def write_samples(
         if _TEMP.match(name):  # left by a killed run: never a finished file
             os.unlink(os.path.join(out, name))
     n, key = num_samples, jax.random.key(seed)
-    h, w = req["size"]
     t0 = time.perf_counter()
-
-    if fmt == "png":
-        path = lambda i: os.path.join(out, sample_name(i))  # noqa: E731
-        have = sum(
-            1
-            for name in _our_files(out)
-            if (m := _SAMPLE.match(name)) and int(m.group(1)) < n
-        )
-        need = lambda i: not os.path.exists(path(i))  # noqa: E731
-        memmap = None
-    else:
-        done = os.path.join(out, NPY)
-        memmap = None
-        if os.path.exists(done) and manifest["written"] >= n:
-            have = n
-        else:
-            have = min(manifest["written"], n)
-            partial = os.path.join(out, NPY_PARTIAL)
-            if have and os.path.exists(partial):
-                memmap = np.lib.format.open_memmap(partial, mode="r+")
-            else:
-                have = 0
-                memmap = np.lib.format.open_memmap(
-                    partial, mode="w+", dtype=np.uint8, shape=(n, h, w, 3)
-                )
-        first = have
-        need = lambda i: i >= first  # noqa: E731
-
-    manifest["written"] = have
-    _write_manifest(out, manifest)
-    bar = tqdm(
-        total=n, initial=have, unit="sample", disable=not progress, dynamic_ncols=True
+    sink = _Sink(out, req, manifest, on_batch)
+    sink.bar = tqdm(
+        total=n,
+        initial=sink.have,
+        unit="sample",
+        disable=not progress,
+        dynamic_ncols=True,
     )
-    state = {"drawn": 0, "have": have, "last": time.monotonic()}
-
-    def write(b: Batch) -> None:
-        """Writes one batch (on the writer thread, in order)."""
-        if fmt == "png":
-            for i, im in zip(b.indices.tolist(), b.images, strict=True):
-                if need(i):
-                    image_io.save_image(path(i), im)
-                    state["drawn"] += 1
-                    state["have"] += 1
-        else:
-            memmap[b.indices] = image_io.to_uint8(b.images)
-            state["drawn"] += int(np.sum(b.indices >= state["have"]))
-            state["have"] = int(b.indices.max()) + 1
-        bar.update(state["have"] - bar.n)
-        if on_batch is not None:
-            on_batch(b)
-        if time.monotonic() - state["last"] > _MANIFEST_EVERY_S:
-            if memmap is not None:
-                memmap.flush()
-            manifest["written"] = state["have"]
-            _write_manifest(out, manifest)
-            state["last"] = time.monotonic()
-
     try:
-        if have < n:
+        if sink.have < n:
             stream = sampler.stream(
                 key,
-                _blocks(n, batch, need),
+                _blocks(n, batch, sink.need),
                 start_stage=start_stage,
                 scale=scale,
                 batch_size=batch,
             )
-            with _Writer(write) as writer:
+            with _Writer(sink.write) as writer:
                 for b in stream:
                     writer.submit(b)
-        if memmap is not None:
-            memmap.flush()
-            del memmap
-            os.replace(os.path.join(out, NPY_PARTIAL), os.path.join(out, NPY))
-        manifest["written"] = state["have"]
-        _write_manifest(out, manifest)
+        sink.finish()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted: {sink.have} of {n} samples are written to {out}; re-run "
+            "the same command to continue from there"
+        ) from None
     finally:
-        bar.close()
-    drawn, have = state["drawn"], state["have"]
+        sink.bar.close()
     seconds = time.perf_counter() - t0
     _write_grids(sampler, key, out, req, batch, attention)
-    return Result(drawn, have, (h, w), seconds)
+    return Result(sink.drawn, sink.have, tuple(req["size"]), seconds)
 
 
 def first_samples(out: str, fmt: str, m: int) -> np.ndarray:

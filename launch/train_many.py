@@ -15,9 +15,12 @@ launch.train with the same seed.
 
 Re-running the same command resumes every image at its first unfinished stage
 and skips finished ones. An unusable image is reported and skipped (listed with
-its reason in WORKDIR/summary.json); the rest train. Exit status: 0 (every
-usable image trained), 1 (an image failed or was skipped), 2 (bad flags, or no
-usable image), 130 Ctrl-C.
+its reason in WORKDIR/summary.json); the rest train. A finished run keeps its
+directory: an image added later whose stem is taken trains into
+<file name>_<ext> (noted in summary.json). Exit status: 0 (every usable image
+trained), 1 (an image failed or was skipped), 2 (bad flags, no usable image, or
+the workdir in use by another train_many, whose pid the message names), 130
+Ctrl-C.
 
 Several hosts: start the same command on every host with --num_processes=N
 --process_id=I (or --distributed under srun or mpirun, which set both); each

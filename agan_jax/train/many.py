@@ -82,14 +82,63 @@ def find_images(images: str) -> list[str]:
     return sorted(paths)
 
 
-def run_names(paths: list[str]) -> list[str]:
-    """One run directory name per image: its stem, or (when stems collide) its
-    file name with '.' as '_'; distinct names in order."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    names = []
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _existing_runs(
+    workdir: str | None, paths: list[str]
+) -> tuple[dict[str, str], set[str]]:
+    """({image path: name} of the runs already in `workdir` whose run.json names
+    an image of `paths` (the same file, else the only one of that file name),
+    the names of every run there)."""
+    if not workdir or not os.path.isdir(workdir):
+        return {}, set()
+    real = {os.path.realpath(p): p for p in paths}
+    by_file: dict[str, list[str]] = defaultdict(list)
+    for p in paths:
+        by_file[os.path.basename(p)].append(p)
+    found: dict[str, str] = {}
+    runs = set()
+    for name in sorted(os.listdir(workdir)):
+        meta = os.path.join(workdir, name, "run.json")
+        if not os.path.isfile(meta):
+            continue
+        runs.add(name)
+        try:
+            with open(meta) as f:
+                image = json.load(f).get("image_path")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(image, str):
+            continue
+        same_file = by_file.get(os.path.basename(image), [])
+        path = real.get(os.path.realpath(image))
+        path = path or (same_file[0] if len(same_file) == 1 else None)
+        if path is not None and path not in found:
+            found[path] = name
+    return found, runs
+
+
+def run_names(paths: list[str], workdir: str | None = None) -> list[str]:
+    """One run directory name per image, distinct, in order.
+
+    An image whose run is already in `workdir` keeps that run's directory (so
+    adding a.png beside a trained a.jpg never renames or retrains a.jpg's run);
+    any other image gets its stem, or (when stems collide, or the stem is the
+    run of another image) its file name with '.' as '_', then '_' added until
+    free.
+    """
+    kept, taken = _existing_runs(workdir, paths)
+    stems = [_stem(p) for p in paths]
+    names: list[str] = []
     for p, stem in zip(paths, stems, strict=True):
-        name = stem if stems.count(stem) == 1 else os.path.basename(p).replace(".", "_")
-        while name in names:
+        if p in kept:
+            names.append(kept[p])
+            continue
+        alone = stems.count(stem) == 1 and stem not in taken
+        name = stem if alone else os.path.basename(p).replace(".", "_")
+        while name in names or name in taken:
             name += "_"
         names.append(name)
     return names
@@ -104,10 +153,33 @@ class Entry:
     status: str = "pending"  # trained, done (already), skipped, failed, other_process
     reason: str = ""
     stages: int = 0
+    note: str = ""  # e.g. why the run directory is not the image's stem
+    locked: bool = False  # skipped: another process holds the run's lock
+    locked_by: int | None = None  # that process's pid, when known
 
     def row(self) -> dict:
         out = {"image": self.image, "status": self.status, "stages": self.stages}
-        return {**out, "reason": self.reason} if self.reason else out
+        out.update(
+            {k: v for k, v in (("reason", self.reason), ("note", self.note)) if v}
+        )
+        return out
+
+
+def process_problem(
+    rank: int,
+    count: int,
+    rank_name: str = "--process_id",
+    count_name: str = "--num_processes",
+) -> str | None:
+    """What is wrong with a process's rank and count (named as given), or None."""
+    if count < 1:
+        return f"{count_name}={count}: the process count must be at least 1"
+    if not 0 <= rank < count:
+        return (
+            f"{rank_name}={rank}: the process id must be in 0..{count - 1} "
+            f"({count_name}={count} processes)"
+        )
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +190,11 @@ class Process:
     count: int = 1
 
     def __post_init__(self):
-        if self.count < 1 or not 0 <= self.rank < self.count:
+        problem = process_problem(self.rank, self.count)
+        if problem:
             raise UserError(
-                f"process {self.rank} of {self.count}: the process id must be in "
-                f"0..{self.count - 1} and the process count at least 1"
+                f"{problem}; start N processes with --num_processes=N and "
+                "--process_id=0..N-1 (one each)"
             )
 
 
@@ -139,12 +212,19 @@ def process_from_environment(environ=None) -> Process:
     for rank, size in CLUSTER_ENVIRONMENTS:
         if rank in environ and size in environ:
             try:
-                return Process(int(environ[rank]), int(environ[size]))
+                r, n = int(environ[rank]), int(environ[size])
             except ValueError:
                 raise UserError(
                     f"{rank}={environ[rank]!r} / {size}={environ[size]!r} are not "
                     "integers; pass --process_id and --num_processes instead"
                 ) from None
+            problem = process_problem(r, n, rank, size)
+            if problem:
+                raise UserError(
+                    f"{problem} (set by the cluster launcher); start the processes "
+                    "with srun or mpirun, or pass --num_processes=N --process_id=I"
+                )
+            return Process(r, n)
     names = ", ".join(f"{r}/{s}" for r, s in CLUSTER_ENVIRONMENTS)
     raise UserError(
         f"--distributed: none of {names} is set (not started by srun or mpirun?); "
@@ -217,6 +297,118 @@ def chunks(items: list, n: int) -> list[list]:
     return out
 
 
+def _skip_reason(err: UserError) -> str:
+    """A skipped image's reason, with the fixes of launch.train (which names the
+    image with --config.data.image) said as train_many's."""
+    return str(err).replace(
+        "pass an existing PNG/JPEG with --config.data.image=PATH",
+        "replace the file with a PNG/JPEG or remove it from --images",
+    )
+
+
+def _prepare(config, mine, workdir, stop_after, held, log):
+    """Checks and locks every image of `mine`; returns ({group key: members},
+    {group key: last stage}). Marks finished runs done and unusable images
+    skipped (their reason logged)."""
+    groups: dict[str, list[Member]] = defaultdict(list)
+    lasts: dict[str, int] = {}
+    for e in mine:
+        cfg = config.copy_and_resolve_references()
+        with cfg.unlocked():
+            cfg.data.image = e.image
+        try:
+            settings = families.settings_from_config(cfg)
+            member, last = prepare_member(
+                settings,
+                config_to_dict(cfg),
+                os.path.join(workdir, e.name),
+                stop_after,
+                e.name,
+            )
+            if trained_already(member, last):
+                e.status, e.stages = "done", member.store.saved_stage_count()
+                continue
+            held.enter_context(run_lock.RunLock(member.workdir, "training"))
+            key = group_key(member, last)
+        except UserError as err:
+            e.status, e.reason = "skipped", _skip_reason(err)
+            if isinstance(err, run_lock.Locked):
+                e.locked, e.locked_by = True, err.pid
+            log(f"skipped {e.image}: {e.reason}")
+            continue
+        groups[key].append(member)
+        lasts[key] = last
+    return groups, lasts
+
+
+def _no_usable_image(images: str, workdir: str, mine: list[Entry]) -> UserError:
+    """The error when every image of this process was skipped: the lock's holder
+    when another process trains them (a second train_many on the workdir)."""
+    locked = [e for e in mine if e.locked]
+    if locked:
+        pids = sorted({e.locked_by for e in locked if e.locked_by})
+        who = "pid " + ", ".join(map(str, pids)) if pids else "another process"
+        return UserError(
+            f"{workdir} is in use: {who} trains {len(locked)} of its runs (their "
+            f"{run_lock.LOCK_FILE} files), e.g. {os.path.join(workdir, locked[0].name)}; "
+            "wait for it to finish or stop it, or use another --workdir"
+        )
+    return UserError(
+        f"no usable image in --images={images} (see "
+        f"{os.path.join(workdir, SUMMARY)}); fix or remove the images named above"
+    )
+
+
+def _train_groups(groups, lasts, by_name, progress, log, summary) -> None:
+    """Trains every group in parts of at most `train.models_per_call` models;
+    marks their entries trained or failed, calling `summary` after each part."""
+    mesh = model_mesh()
+    for key, members in groups.items():
+        per_call = (
+            members[0].settings.train.models_per_call or default_models_per_call()
+        )
+        for part in chunks(members, per_call):
+            names = ", ".join(m.name for m in part)
+            mode = part[0].settings.train.group_mode
+            models = Models.group(len(part), mode, mesh) if len(part) > 1 else None
+            if progress and len(part) > 1:
+                tqdm.write(f"group of {len(part)}: {names}")
+            try:
+                train_members(part, lasts[key], progress, models)
+            except (UserError, TrainingDiverged) as err:
+                for m in part:
+                    by_name[m.name].status = "failed"
+                    by_name[m.name].reason = str(err)
+                log(f"failed {names}: {err}")
+                continue
+            for m in part:
+                e = by_name[m.name]
+                e.status, e.stages = "trained", lasts[key] + 1
+                log(f"trained {m.name} ({m.workdir})")
+            summary()
+
+
+def _entries(paths: list[str], workdir: str, log) -> list[Entry]:
+    """An Entry per image, named by `run_names`; a name that is not the image's
+    stem is noted (and logged)."""
+    entries = [
+        Entry(n, p) for n, p in zip(run_names(paths, workdir), paths, strict=True)
+    ]
+    owners = {e.name: e.image for e in entries}
+    for e in entries:
+        stem = _stem(e.image)
+        if e.name != stem:
+            other = owners.get(stem)
+            why = (
+                f"{stem} is the run of {other}"
+                if other
+                else f"{stem} holds another run"
+            )
+            e.note = f"trains in {e.name}/ ({why})"
+            log(f"{e.image}: {e.note}")
+    return entries
+
+
 def train_many(
     config,
     images: str,
@@ -233,75 +425,26 @@ def train_many(
     image.
     """
     t0 = time.time()
-    paths = find_images(images)
-    entries = [Entry(n, p) for n, p in zip(run_names(paths), paths, strict=True)]
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir {workdir} is a file; pass a directory")
+    entries = _entries(find_images(images), workdir, log)
     rank, ranks = process.rank, process.count
     mine = [e for i, e in enumerate(entries) if i % ranks == rank]
     for i, e in enumerate(entries):
         if i % ranks != rank:
             e.status = "other_process"
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"--workdir {workdir} is a file; pass a directory")
-    groups: dict[str, list[Member]] = defaultdict(list)
-    lasts: dict[str, int] = {}
-    by_name = {e.name: e for e in entries}
+
+    def summary() -> None:
+        write_summary(workdir, entries, time.time() - t0, process)
+
     with contextlib.ExitStack() as held:
-        for e in mine:
-            cfg = config.copy_and_resolve_references()
-            with cfg.unlocked():
-                cfg.data.image = e.image
-            try:
-                settings = families.settings_from_config(cfg)
-                member, last = prepare_member(
-                    settings,
-                    config_to_dict(cfg),
-                    os.path.join(workdir, e.name),
-                    stop_after,
-                    e.name,
-                )
-                if trained_already(member, last):
-                    e.status, e.stages = "done", member.store.saved_stage_count()
-                    continue
-                held.enter_context(run_lock.RunLock(member.workdir, "training"))
-                key = group_key(member, last)
-            except UserError as err:
-                e.status, e.reason = "skipped", str(err)
-                log(f"skipped {e.image}: {err}")
-                continue
-            groups[key].append(member)
-            lasts[key] = last
+        groups, lasts = _prepare(config, mine, workdir, stop_after, held, log)
         # (A process with no image of its own, when processes outnumber the
         # images, has nothing to do and no error.)
         if mine and not any(e.status in ("pending", "done") for e in mine):
-            write_summary(workdir, entries, time.time() - t0, process)
-            raise UserError(
-                f"no usable image in --images={images} (see "
-                f"{os.path.join(workdir, SUMMARY)}); fix or remove the images named "
-                "above"
-            )
-        mesh = model_mesh()
-        for key, members in groups.items():
-            per_call = (
-                members[0].settings.train.models_per_call or default_models_per_call()
-            )
-            for part in chunks(members, per_call):
-                names = ", ".join(m.name for m in part)
-                mode = part[0].settings.train.group_mode
-                models = Models.group(len(part), mode, mesh) if len(part) > 1 else None
-                if progress and len(part) > 1:
-                    tqdm.write(f"group of {len(part)}: {names}")
-                try:
-                    train_members(part, lasts[key], progress, models)
-                except (UserError, TrainingDiverged) as err:
-                    for m in part:
-                        by_name[m.name].status = "failed"
-                        by_name[m.name].reason = str(err)
-                    log(f"failed {names}: {err}")
-                    continue
-                for m in part:
-                    e = by_name[m.name]
-                    e.status, e.stages = "trained", lasts[key] + 1
-                    log(f"trained {m.name} ({m.workdir})")
-                write_summary(workdir, entries, time.time() - t0, process)
-    write_summary(workdir, entries, time.time() - t0, process)
+            summary()
+            raise _no_usable_image(images, workdir, mine)
+        by_name = {e.name: e for e in entries}
+        _train_groups(groups, lasts, by_name, progress, log, summary)
+    summary()
     return entries
