@@ -9,6 +9,11 @@ the real image at that stage.
   real_std     the std of the training image resized to stage s (the training
                pyramid, `Run.reals()`)
   std_ratio    sample_std / real_std (below 1: samples flatter than the image)
+  contrast, saturation
+               `metrics.contrast` and `metrics.saturation` of those samples
+               clipped to [-1, 1] against the real image at stage s: grey-level
+               std and mean HSV saturation over the real image's (the columns of
+               the evaluation table, per stage)
   diversity    SinGAN's pixel diversity of those samples against the real image
                at stage s (`metrics.pixel_diversity` of the unclipped samples); None
                for fewer than 2 samples. Where it falls from one stage to the
@@ -56,6 +61,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("sample std", "sample_std"),
     ("real std", "real_std"),
     ("ratio", "std_ratio"),
+    ("contrast", "contrast"),
+    ("saturation", "saturation"),
     ("diversity", "diversity"),
     ("mean C", "attention"),
     ("in diversity", "input_diversity"),
@@ -122,6 +129,17 @@ def grey_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(cov / np.maximum(scale, 1e-12)))
 
 
+def _contrast_saturation(images: np.ndarray, real: np.ndarray) -> dict[str, Any]:
+    """Contrast and saturation of the samples (clipped to [-1, 1]) against the real
+    image of their stage; None where the real image makes one undefined."""
+    clipped = np.clip(images, -1.0, 1.0)
+    flat = float(np.std(metrics.gray(real))) <= 1e-12
+    return {
+        "contrast": None if flat else metrics.contrast(clipped, real),
+        "saturation": metrics.saturation(clipped, real),
+    }
+
+
 def per_stage(
     run: Run | sampling.Sampler, num_samples: int = 16, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -164,6 +182,7 @@ def per_stage(
                 "sample_std": sample_std,
                 "real_std": real_std,
                 "std_ratio": sample_std / real_std if real_std > 0 else None,
+                **_contrast_saturation(images, real),
                 "diversity": (
                     metrics.pixel_diversity(images, real) if num_samples > 1 else None
                 ),

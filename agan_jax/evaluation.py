@@ -4,8 +4,9 @@ One row per run (a JSON-ready dict, see `evaluate_samples`): the method (from
 run.json's kind and schedule), its stage count, the training time read from the
 run's metrics.jsonl, and the metrics of `agan_jax.metrics` computed on
 `num_samples` samples drawn in one vmap'd call, each against the run's training
-image: patch SWD, pixel diversity, SSIM, RMSE (means over the samples) and, when
-Inception weights are given, SIFID (mean, median, std over the samples).
+image: patch SWD, pixel diversity, contrast, saturation, SSIM, RMSE (means over
+the samples) and, when Inception weights are given, SIFID (mean, median, std over
+the samples).
 
 Runs evaluated together must be of the same training image (run.json
 `image_hash`); `evaluate_runs` refuses others, naming the runs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +42,8 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("train time", "train_seconds"),
     ("SWD ↓", "swd"),
     ("diversity", "diversity"),
+    ("contrast", "contrast"),
+    ("saturation", "saturation"),
     ("SSIM", "ssim"),
     ("RMSE", "rmse"),
     ("SIFID ↓", "sifid"),
@@ -147,7 +151,8 @@ def evaluate_samples(
 
     Returns a JSON-ready row: workdir, run (directory name), method, kind,
     schedule, stages, image_hash, image_size, num_samples, train_seconds (None if
-    unknown), swd (+ swd_levels, swd_seed), diversity, ssim, rmse, and sifid
+    unknown), swd (+ swd_levels, swd_seed), diversity, contrast, saturation (None
+    for a grey training image), ssim, rmse, and sifid
     (`metrics.summarize` of the per-sample values at layer 64, or None).
     """
     real = np.asarray(run.real, np.float32)
@@ -178,6 +183,8 @@ def evaluate_samples(
         "swd_levels": levels,
         "swd_seed": int(swd_seed),
         "diversity": metrics.pixel_diversity(samples, real),
+        "contrast": metrics.contrast(samples, real),
+        "saturation": metrics.saturation(samples, real),
         "ssim": metrics.ssim(samples, real),
         "rmse": metrics.rmse(samples, real),
         "sifid": None,
@@ -255,17 +262,37 @@ def evaluate_runs(
     return out
 
 
-def load_sample_dir(folder: str, hw: tuple[int, int]) -> np.ndarray:
-    """Every PNG/JPEG in `folder` (sorted by name) as (N, H, W, 3) in [-1, 1]; a
-    UserError when there are fewer than 2 or one has another size than hw."""
+# A sample image of a folder: a PNG or JPEG whose name is a number or ends in
+# "_" and a number (sample_000000.png of launch.sample, 0.png of official SinGAN's
+# random_samples.py, gen_sample_0.png of official ConSinGAN).
+_SAMPLE_NAME = re.compile(r"^(?:.*_)?(\d+)\.(?:png|jpe?g)$", re.IGNORECASE)
+
+
+def sample_files(folder: str) -> list[str]:
+    """The sample images of `folder` (see `_SAMPLE_NAME`), in the order of their
+    numbers; every other file (grid.png, manifest.json, ...) is ignored."""
     if not os.path.isdir(folder):
-        raise UserError(f"sample folder not found: {folder}; pass a folder of PNGs")
-    names = sorted(
-        n for n in os.listdir(folder) if n.lower().endswith((".png", ".jpg", ".jpeg"))
-    )
+        raise UserError(
+            f"sample folder not found: {folder}; pass a folder of sample images"
+        )
+    found = []
+    for name in os.listdir(folder):
+        m = _SAMPLE_NAME.match(name)
+        if m and os.path.isfile(os.path.join(folder, name)):
+            found.append((int(m.group(1)), name))
+    return [name for _, name in sorted(found)]
+
+
+def load_sample_dir(folder: str, hw: tuple[int, int]) -> np.ndarray:
+    """The sample images of `folder` (`sample_files`) as (N, H, W, 3) in [-1, 1];
+    a UserError when there are fewer than 2 or one has another size than hw."""
+    names = sample_files(folder)
+    if len(names) < 2:
+        raise UserError(
+            f"{folder} holds {len(names)} sample images; diversity needs >= 2 "
+            "(read: .png/.jpg files named by a number, e.g. sample_000000.png or 0.png)"
+        )
     images = [image_io.load_image(os.path.join(folder, n)) for n in names]
-    if len(images) < 2:
-        raise UserError(f"{folder} holds {len(images)} images; diversity needs >= 2")
     bad = [n for n, im in zip(names, images, strict=True) if im.shape[:2] != hw]
     if bad:
         raise UserError(
@@ -275,23 +302,40 @@ def load_sample_dir(folder: str, hw: tuple[int, int]) -> np.ndarray:
     return np.stack(images)
 
 
+def load_sample_dirs(
+    sample_dirs: Sequence[tuple[str, str]], hw: tuple[int, int]
+) -> list[np.ndarray]:
+    """Every (label, folder) pair's samples (`load_sample_dir`), checked together
+    before any run is sampled: labels must be distinct and not empty."""
+    labels = [label for label, _ in sample_dirs]
+    if any(not label for label in labels) or len(set(labels)) != len(labels):
+        raise UserError(
+            f"--samples labels must be distinct and not empty, got {labels}; "
+            "name each folder's row differently"
+        )
+    return [load_sample_dir(folder, hw) for _, folder in sample_dirs]
+
+
 def evaluate_sample_dir(
     run: Run,
     label: str,
     folder: str,
     inception_params: Any = None,
     swd_seed: int = 0,
+    samples: np.ndarray | None = None,
 ) -> RunEvaluation:
     """Samples written by another program (a folder of images of the training
-    image's size) evaluated against `run`'s training image, as a row named
-    `label` (e.g. the official SinGAN's samples of the same image)."""
+    image's size, `load_sample_dir`; or `samples` already loaded from it)
+    evaluated against `run`'s training image, as a row whose `run` is `label`
+    (e.g. the official SinGAN's samples of the same image)."""
     real = np.asarray(run.real, np.float32)
-    samples = load_sample_dir(folder, real.shape[:2])
+    if samples is None:
+        samples = load_sample_dir(folder, real.shape[:2])
     row = evaluate_samples(run, samples, inception_params, swd_seed)
     row.update(
         workdir=os.path.abspath(folder),
-        run=os.path.basename(os.path.normpath(folder)),
-        method=label,
+        run=label,
+        method="samples",
         kind=None,
         schedule=None,
         stages=None,
@@ -308,8 +352,8 @@ def _cell(row: dict[str, Any], key: str) -> str:
         return "-" if value is None else f"{value['mean']:.4f} ± {value['std']:.4f}"
     if key == "swd":
         return f"{value:.4f}"
-    if key in ("diversity", "ssim", "rmse"):
-        return f"{value:.3f}"
+    if key in ("diversity", "contrast", "saturation", "ssim", "rmse"):
+        return "-" if value is None else f"{value:.3f}"
     return "-" if value is None else str(value)
 
 
@@ -407,7 +451,9 @@ def evaluate_to_dir(
     """What `launch.evaluate` does: evaluation.json, contact_sheet.png, table.md.
 
     `sample_dirs`: (label, folder) pairs of samples written by other programs,
-    evaluated against the first run's training image (`evaluate_sample_dir`).
+    evaluated against the first run's training image (`evaluate_sample_dir`),
+    each a row named by its label; every folder is read and checked (at least 2
+    sample images of the training size, `sample_files`) before any run is sampled.
 
     Inception weights (a path, or already loaded `inception_params`) are loaded
     before anything is sampled, so a bad file fails fast. Samples use
@@ -420,12 +466,18 @@ def evaluate_to_dir(
         from agan_jax import inception
 
         inception_params = inception.load_inception_weights(inception_weights)
+    loaded = []
+    if sample_dirs:
+        if not workdirs:
+            raise UserError("no run directories given; pass --workdirs=run1,run2")
+        hw = tuple(read_meta(workdirs[0])["sizes"][-1])
+        loaded = load_sample_dirs(sample_dirs, hw)
     evals = evaluate_runs(
         workdirs, num_samples, jax.random.key(seed), inception_params, swd_seed=seed
     )
     evals += [
-        evaluate_sample_dir(evals[0].run, label, folder, inception_params, seed)
-        for label, folder in sample_dirs
+        evaluate_sample_dir(evals[0].run, label, folder, inception_params, seed, s)
+        for (label, folder), s in zip(sample_dirs, loaded, strict=True)
     ]
     rows = [e.row for e in evals]
     table = markdown_table(rows)

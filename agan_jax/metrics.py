@@ -1,10 +1,11 @@
-"""Evaluation metrics: RMSE, SSIM, pixel diversity, patch SWD, Frechet distance, SIFID.
+"""Evaluation metrics: RMSE, SSIM, pixel diversity, contrast, saturation, patch SWD,
+Frechet distance, SIFID.
 
 Conventions. Images are float32 HWC (batches NHWC) in [-1, 1], as everywhere in
 agan_jax. RMSE, SSIM and patch SWD first map them to [0, 1] with `(x + 1) / 2`, the
 range of the AGAN paper's tables (RMSE of roughly 0.15-0.25 between a sample and the
-training image). Pixel diversity is a ratio of standard deviations and does not
-depend on the range. SIFID feeds [-1, 1] images to Inception as they are (see
+training image). Pixel diversity and contrast are ratios of standard deviations and
+do not depend on the range; saturation maps to [0, 1]. SIFID feeds [-1, 1] images to Inception as they are (see
 `agan_jax.inception`).
 
 Functions that compare a generated image with the training image take an HWC image
@@ -166,6 +167,69 @@ def pixel_diversity(samples: Any, real: Any) -> float:
             "undefined; evaluate on an image with content"
         )
     return float(np.mean(np.std(gray(s), axis=0)) / real_std)
+
+
+# --------------------------------------------------------- contrast and saturation
+
+
+def _samples_and_real(samples: Any, real: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Samples as float64 NHWC and the real image as float64 HWC (both RGB)."""
+    s = np.asarray(_as_nhwc(samples, "samples"), dtype=np.float64)
+    r = np.asarray(real, dtype=np.float64)
+    if r.ndim == 4 and r.shape[0] == 1:
+        r = r[0]
+    if r.ndim != 3:
+        raise UserError(f"real must be one HWC image, got shape {r.shape}")
+    if s.shape[-1] != 3 or r.shape[-1] != 3:
+        raise UserError(
+            f"samples ({s.shape[-1]} channels) and real ({r.shape[-1]} channels) "
+            "must both be RGB (3 channels)"
+        )
+    return s, r
+
+
+def hsv_saturation(x: Any) -> np.ndarray:
+    """HSV saturation of ...HWC RGB pixels in [0, 1]: (max - min) / max over the
+    channels, 0 where max = 0 (black). Returns the ...HW array."""
+    x = np.asarray(x, dtype=np.float64)
+    hi, lo = x.max(axis=-1), x.min(axis=-1)
+    return np.where(hi > 0, (hi - lo) / np.where(hi > 0, hi, 1.0), 0.0)
+
+
+def contrast(samples: Any, real: Any) -> float:
+    """Grey-level contrast: the mean over samples of each sample's grayscale std
+    (0.299 R + 0.587 G + 0.114 B, over its pixels, ddof=0) over the real image's.
+
+    1.0 for the real image itself; below 1, flatter (paler or softer) samples.
+    Samples and the real image may differ in size.
+    """
+    s, r = _samples_and_real(samples, real)
+    real_std = float(np.std(gray(r)))
+    if real_std <= 1e-12:
+        raise UserError(
+            "the training image is constant (zero std), so contrast is undefined; "
+            "evaluate on an image with content"
+        )
+    per_sample = np.std(gray(s).reshape(s.shape[0], -1), axis=1)
+    return float(np.mean(per_sample) / real_std)
+
+
+def saturation(samples: Any, real: Any) -> float | None:
+    """Colour saturation: the mean over samples of each sample's mean HSV
+    saturation over the real image's, both mapped from [-1, 1] to [0, 1] and
+    clipped to it (`hsv_saturation`).
+
+    1.0 for the real image itself; below 1, greyer samples. None for a grey
+    training image (mean saturation 0), where the ratio is undefined.
+    """
+    s, r = _samples_and_real(samples, real)
+    real_sat = float(np.mean(hsv_saturation(np.clip(_to_unit(r), 0.0, 1.0))))
+    if real_sat <= 1e-12:
+        return None
+    per_sample = np.mean(
+        hsv_saturation(np.clip(_to_unit(s), 0.0, 1.0)).reshape(s.shape[0], -1), axis=1
+    )
+    return float(np.mean(per_sample) / real_sat)
 
 
 # ----------------------------------------------------------------------- patch SWD

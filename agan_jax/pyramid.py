@@ -26,6 +26,31 @@ def resize(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 
 SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
+# model.upsample: how a stage's output is brought to the next stage's size.
+UPSAMPLES = ("resize", "official")
+
+
+def upsample_official(x: jax.Array, hw: tuple[int, int], scale: float) -> jax.Array:
+    """Official SinGAN's step up its pyramid, in [-1, 1] floats: the image clipped
+    and floored to 8 bits (its `imresize` converts a tensor to uint8 by truncation
+    first), resized bicubically by `scale` (1 / its scale factor) to
+    `scaled_size`, that cropped to hw at the top left (its `[:, :, 0:h, 0:w]`),
+    and clipped to [-1, 1] (its conversion back clamps)."""
+    q = jnp.floor(jnp.clip((x + 1.0) * 0.5, 0.0, 1.0) * 255.0) / 255.0
+    big = scaled_size((int(x.shape[-3]), int(x.shape[-2])), scale)
+    y = resize(q * 2.0 - 1.0, big)[..., : int(hw[0]), : int(hw[1]), :]
+    return jnp.clip(y, -1.0, 1.0)
+
+
+def upsampler(mode: str, sizes):
+    """(x, stage) -> x brought to sizes[stage]: `resize` to that size (bicubic),
+    or ("official", geometric pyramids) `upsample_official` by 1 / r, r the
+    pyramid's scale factor (min side of stage 0 / of the finest, to the power
+    1 / (stages - 1))."""
+    if mode == "official":
+        r = (min(sizes[0]) / min(sizes[-1])) ** (1.0 / (len(sizes) - 1))
+        return lambda x, s: upsample_official(x, tuple(sizes[s]), 1.0 / r)
+    return lambda x, s: resize(x, tuple(sizes[s]))
 
 
 def scaled_size(hw: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -30,6 +30,8 @@ GP_MODES = ("jvp", "double_grad")
 TV_REDUCTIONS = ("mean", "sum", "pytorch")
 # model.blend: how AGAN's generator (models/agan.py) proposes x_hat.
 BLENDS = ("convex", "residual")
+# model.upsample: pyramid.UPSAMPLES (resize; official SinGAN's scale-and-crop).
+UPSAMPLES = ("resize", "official")
 
 
 # Fields added after runs were first saved, each with the value that reproduces
@@ -39,6 +41,7 @@ BLENDS = ("convex", "residual")
 ADDED_FIELDS: dict[str, Any] = {
     "model.warm_start": True,  # every earlier run warm-started
     "model.blend": "convex",  # every earlier run blended as the AGAN paper's eq. 12
+    "model.upsample": "resize",  # every earlier run resized between stages
     "train.stage0_rec_noise": "fixed",  # earlier runs kept one z*
     "data.fit": "",  # earlier runs trained the image as loaded
     "train.models_per_call": 0,  # how a folder groups (not a result)
@@ -185,6 +188,10 @@ class ModelSpec:
     # AGAN only: "convex", the paper's eq. 12 blend of G_A's tanh proposal;
     # "residual" (an ablation), G_A's output added to the stage's input first.
     blend: str
+    # SinGAN/AGAN: how a stage's output is brought to the next stage's size
+    # (pyramid.upsampler): "resize" (bicubic, to the size) or "official" (official
+    # SinGAN's: 8-bit, bicubic by 1/r, cropped, clipped; geometric pyramids only).
+    upsample: str
 
     def width(self, stage: int) -> int:
         """Number of features of every conv at `stage` (SinGAN's growth rule)."""
@@ -456,6 +463,13 @@ def range_problems(s: Settings) -> list[str]:
     _train_problems(p, s.train)
     _loss_problems(p, s.loss)
     _augment_problems(p, s.augment)
+    if s.model.upsample == "official" and s.pyramid.schedule != "geometric":
+        p.add(
+            "model.upsample",
+            s.model.upsample,
+            "official SinGAN's upsampling scales by one factor per stage; it needs "
+            "pyramid.schedule=geometric (or model.upsample=resize)",
+        )
     return p.lines
 
 
@@ -551,6 +565,7 @@ def _model_problems(p: Problems, m: ModelSpec) -> None:
     )
     p.int_at_least("model.train_depth", m.train_depth, 1)
     p.choice("model.blend", m.blend, BLENDS)
+    p.choice("model.upsample", m.upsample, UPSAMPLES)
     p.number("model.lr_scale", m.lr_scale, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     p.number(
         "model.leaky_slope", m.leaky_slope, lambda v: 0 <= v < 1, "a number in [0, 1)"

@@ -71,6 +71,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the paper's eq. 12 does; "residual" (an ablation, not the paper's) proposes
     # x_hat = x + tanh(G_A(x + z)), so x' = x + C * tanh(G_A(x + z)).
     config.model.blend = "convex"
+    # SinGAN/AGAN: how a stage's output reaches the next stage's size: "resize"
+    # (bicubic to that size, unclipped floats) or "official" (official SinGAN's
+    # imresize round trip: 8-bit, bicubic by 1/r to the rounded-up size, cropped
+    # at the top left, clipped; geometric pyramids only). docs/evaluation.md.
+    config.model.upsample = "resize"
     # ConSinGAN only (configs/consingan.py): blocks trained concurrently, their
     # learning-rate scale per block below the newest, mode, LeakyReLU slope.
     config.model.train_depth = 3

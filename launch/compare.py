@@ -42,8 +42,8 @@ A folder (Table 1 over images): --images=DIR (a glob or a comma list too) trains
 every method over the folder with the grouped trainer (launch.train_many: runs in
 OUT/<method>/<image>/), evaluates each image's runs together in
 OUT/images/<image>/ (evaluation.json, table.md, contact_sheet.png) and writes per
-method the mean ± std over images of patch SWD, diversity, SSIM, RMSE (and SIFID
-with weights) to OUT/summary.md and OUT/summary.json:
+method the mean ± std over images of patch SWD, diversity, contrast, saturation,
+SSIM, RMSE (and SIFID with weights) to OUT/summary.md and OUT/summary.json:
   python -m launch.compare --images=../shared/images --size=cpu --out=runs/table1 \
       --methods=singan,agan1,agan2,agan3,consingan
 """
@@ -155,6 +155,8 @@ def say(message: str) -> None:
 SUMMARY_COLUMNS = (
     ("SWD ↓", "swd"),
     ("diversity", "diversity"),
+    ("contrast", "contrast"),
+    ("saturation", "saturation"),
     ("SSIM", "ssim"),
     ("RMSE", "rmse"),
     ("SIFID ↓", "sifid"),

@@ -39,8 +39,11 @@ _SAMPLES = flags.DEFINE_multi_string(
     "samples",
     [],
     "LABEL=DIR: a folder of samples from another program (e.g. the official "
-    "SinGAN's), at the training size, evaluated against the first run's "
-    "training image as a row LABEL. Repeatable.",
+    "SinGAN's) or of launch.sample, at the training size, evaluated against the "
+    "first run's training image as the row LABEL. Read: the .png/.jpg files named "
+    "by a number (sample_000000.png, 0.png, gen_sample_0.png); grid.png, "
+    "manifest.json and other files are ignored. Every folder is checked before "
+    "any run is sampled. Repeatable.",
 )
 _PER_STAGE = flags.DEFINE_bool(
     "per_stage",
@@ -85,6 +88,8 @@ def main(argv: list[str]) -> None:
         if not sep or not label or not folder:
             raise UserError(f"--samples={item!r}: give LABEL=DIR, e.g. official=out/s")
         pairs.append((label, folder))
+    # The labels and folders are checked (evaluation.load_sample_dirs) before any
+    # run is sampled.
     evals, table = evaluation.evaluate_to_dir(
         _WORKDIRS.value,
         _OUT.value,
@@ -95,7 +100,7 @@ def main(argv: list[str]) -> None:
         sample_dirs=pairs,
     )
     print(table)
-    rows = ", ".join(f"{i + 1} {e.row['method']}" for i, e in enumerate(evals))
+    rows = ", ".join(f"{i + 1} {e.row['run']}" for i, e in enumerate(evals))
     print(
         f"\nwrote evaluation.json, table.md and contact_sheet.png (rows: {rows}) "
         f"to {os.path.abspath(_OUT.value)}"

@@ -231,3 +231,54 @@ def test_summarize():
     }
     with pytest.raises(UserError, match="no values"):
         metrics.summarize([])
+
+
+def _np_gray(x):
+    # The grey weights of metrics.gray (ITU-R BT.601).
+    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+
+
+def _np_saturation(x):
+    # HSV saturation of RGB in [0, 1], pixel by pixel: (max - min) / max, 0 at black.
+    out = np.zeros(x.shape[:-1])
+    for idx in np.ndindex(*x.shape[:-1]):
+        hi, lo = max(x[idx]), min(x[idx])
+        out[idx] = 0.0 if hi == 0 else (hi - lo) / hi
+    return out
+
+
+def test_contrast_and_saturation_against_numpy():
+    rng = np.random.default_rng(5)
+    real = rng.uniform(-1, 1, (9, 11, 3)).astype(np.float32)
+    fakes = np.clip(0.6 * rng.uniform(-1, 1, (4, 9, 11, 3)), -1, 1).astype(np.float32)
+    fakes[0, 0, 0] = -1.0  # a black pixel: saturation 0 there, not 0/0
+    want_c = np.mean([np.std(_np_gray(f)) for f in fakes]) / np.std(_np_gray(real))
+    unit = lambda x: (np.asarray(x, np.float64) + 1) / 2  # noqa: E731
+    want_s = np.mean([_np_saturation(unit(f)).mean() for f in fakes])
+    want_s /= _np_saturation(unit(real)).mean()
+    assert metrics.contrast(fakes, real) == pytest.approx(want_c, rel=1e-6)
+    assert metrics.saturation(fakes, real) == pytest.approx(want_s, rel=1e-6)
+    assert 0.2 < want_c < 0.9 and 0.2 < want_s < 1.5  # a real difference measured
+    # The training image against itself: 1.0 for both.
+    assert metrics.contrast(real, real) == pytest.approx(1.0, rel=1e-6)
+    assert metrics.saturation(real[None], real) == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(
+        metrics.hsv_saturation(unit(fakes)), _np_saturation(unit(fakes)), rtol=1e-12
+    )
+    assert metrics.hsv_saturation(np.zeros((2, 2, 3)))[0, 0] == 0.0
+
+
+def test_contrast_is_per_sample_and_saturation_of_greys():
+    rng = np.random.default_rng(6)
+    real = rng.uniform(-1, 1, (8, 8, 3))
+    # A sample that is the real image shifted in brightness keeps its contrast;
+    # halving the spread around the mean halves it.
+    shifted = np.clip(real * 0.5 + 0.2, -1, 1)
+    assert metrics.contrast(shifted[None], real) == pytest.approx(0.5, rel=1e-6)
+    grey = np.repeat(real[..., :1], 3, axis=-1)
+    assert metrics.saturation(grey[None], real) == 0.0
+    assert metrics.saturation(real[None], grey) is None  # undefined for a grey image
+    with pytest.raises(UserError, match="constant"):
+        metrics.contrast(real[None], np.zeros((8, 8, 3)))
+    with pytest.raises(UserError, match="RGB"):
+        metrics.saturation(real[None, ..., :1], real)

@@ -275,3 +275,38 @@ def test_scale_factor_between():
     )
     with pytest.raises(UserError):
         pyramid.scale_factor_between(sizes, 0)
+
+
+def _floor8(x):
+    # Official SinGAN's tensor-to-uint8 conversion: clamp to [0, 1], x 255, truncate.
+    return np.floor(np.clip((np.asarray(x, np.float64) + 1) / 2, 0, 1) * 255) / 255
+
+
+def test_official_upsampling_is_8_bit_resize_crop_clip():
+    sizes = [(25, 37), (31, 44), (37, 54), (44, 64)]  # stone at max_size 64
+    r = (25 / 44) ** (1 / 3)
+    rng = np.random.default_rng(0)
+    up = pyramid.upsampler("official", sizes)
+    for s in (1, 2, 3):
+        x = rng.uniform(-1.3, 1.3, (*sizes[s - 1], 3)).astype(np.float32)
+        got = np.asarray(up(jnp.asarray(x), s))
+        big = (math.ceil(sizes[s - 1][0] / r), math.ceil(sizes[s - 1][1] / r))
+        assert big[0] >= sizes[s][0] and big[1] >= sizes[s][1]
+        q = jnp.asarray(_floor8(x) * 2 - 1, jnp.float32)
+        want = np.clip(
+            np.asarray(pyramid.resize(q, big))[: sizes[s][0], : sizes[s][1]], -1, 1
+        )
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert got.shape == (*sizes[s], 3)
+    # The crop keeps official SinGAN's scale: 37x54 goes to 45x66, cut to 44x64.
+    assert pyramid.scaled_size((37, 54), 1 / r) == (45, 66)
+    # A constant image stays constant, floored to its 8-bit level.
+    c = up(jnp.full((31, 44, 3), 0.3001, jnp.float32), 2)
+    np.testing.assert_allclose(np.asarray(c), _floor8(0.3001) * 2 - 1, atol=1e-6)
+    # 'resize' is the bicubic resize to the size, unclipped.
+    x = jnp.asarray(rng.uniform(-1.3, 1.3, (25, 37, 3)), jnp.float32)
+    plain = pyramid.upsampler("resize", sizes)(x, 1)
+    np.testing.assert_array_equal(
+        np.asarray(plain), np.asarray(pyramid.resize(x, (31, 44)))
+    )
+    assert float(jnp.max(plain)) > 1.0

@@ -98,6 +98,7 @@ def test_harmonization_min_size_derived_after_overrides():
         ("model.batch_norm", "maybe", "batch_norm"),
         ("pyramid.schedule", "linear", "schedule"),
         ("pyramid.r0", 1.5, "r0"),
+        ("model.upsample", "nearest", "upsample"),
         ("data.min_size_ratio", 2.0, "min_size_ratio"),
     ],
 )
@@ -146,3 +147,12 @@ def test_kind_checks_live_in_the_registry_only():
         and pattern.search(text)
     ]
     assert offenders == []
+
+
+def test_official_upsampling_needs_the_geometric_pyramid():
+    config = settings.config_to_dict(default.get_config())
+    config["model"]["upsample"] = "official"
+    assert settings.Settings.from_config(config).model.upsample == "official"
+    config["pyramid"]["schedule"] = "circ"
+    with pytest.raises(UserError, match="upsample.*geometric"):
+        settings.Settings.from_config(config)

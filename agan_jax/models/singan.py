@@ -92,17 +92,18 @@ def run_stages(
     x: jax.Array | None,
     start: int,
     stop: int,
+    up=None,
 ) -> tuple[jax.Array, list]:
-    """Runs stages [start, stop) of a pyramid of per-stage generators.
+    """Runs stages [start, stop) of a pyramid of per-stage generators; `up`
+    (`pyramid.upsampler`, default bicubic resize) brings x to a stage's size.
 
     Returns (output of stage stop-1, attention maps of the stages that have one).
     """
+    up = up or pyramid.upsampler("resize", sizes)
     attns = []
     for s in range(start, stop):
         h, w = sizes[s]
-        prev = (
-            jnp.zeros((h, w, 3), jnp.float32) if s == 0 else pyramid.resize(x, (h, w))
-        )
+        prev = jnp.zeros((h, w, 3), jnp.float32) if s == 0 else up(x, s)
         z = noises[s]
         if z is None:  # the reconstruction noise of a stage above 0
             z = jnp.zeros((h, w, 3), jnp.float32)
@@ -115,7 +116,8 @@ def run_stages(
 def forward(make_gen, spec, variables, sizes, amps, noises, x, start, stop):
     """Family.forward for per-stage generators made by `make_gen(spec, stage)`."""
     gens = [make_gen(spec, s) for s in range(stop)]
-    return run_stages(gens, variables, sizes, amps, noises, x, start, stop)
+    up = pyramid.upsampler(spec.upsample, sizes)
+    return run_stages(gens, variables, sizes, amps, noises, x, start, stop, up)
 
 
 def rec_noises(spec, z_rec, sizes, stop: int, variables=None) -> list:
@@ -139,6 +141,7 @@ def make_stage(
     gens = [make_gen(spec, s) for s in range(stage + 1)]
     g_mod, d_mod = gens[stage], make_discriminator(spec, stage)
     h, w = sizes[stage]
+    up = pyramid.upsampler(spec.upsample, sizes)
 
     def init(key, prev_g=None, prev_d=None):
         # Warm start: a new stage copies every submodule of the previous stage
@@ -163,8 +166,10 @@ def make_stage(
             for s in range(stage)
         ]
         amps = data.amps[:stage]
-        x, _ = run_stages(gens, data.lower_vars, sizes, amps, noises, None, 0, stage)
-        return pyramid.resize(x, (h, w))
+        x, _ = run_stages(
+            gens, data.lower_vars, sizes, amps, noises, None, 0, stage, up
+        )
+        return up(x, stage)
 
     def draw_inputs(keys, data):
         k_prev, k_z = keys
@@ -191,8 +196,10 @@ def make_stage(
         if stage == 0:
             return (jnp.zeros((h, w, 3), jnp.float32), z_rec), None
         noises = rec_noises(spec, z_rec, sizes, stage)
-        x, _ = run_stages(gens, lower_vars, sizes, lower_amps, noises, None, 0, stage)
-        rec_prev = pyramid.resize(x, (h, w))
+        x, _ = run_stages(
+            gens, lower_vars, sizes, lower_amps, noises, None, 0, stage, up
+        )
+        rec_prev = up(x, stage)
         rmse = jnp.sqrt(jnp.mean((real - rec_prev) ** 2))
         return (rec_prev, jnp.zeros((h, w, 3), jnp.float32)), rmse
 
