@@ -190,7 +190,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.stage_samples = 0
         # LLVM O0: at this size compiling is nearly all of a run's time, and O0
         # compiles fastest (docs/performance.md, "XLA optimisation level");
-        # tests/data/golden_weights.json is recorded at O0.
+        # tests/data/golden.json is recorded at O0.
         config.train.xla_backend_opt_level = 0
     if "gpu" in tokens:
         config.data.max_size = 250

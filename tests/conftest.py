@@ -206,7 +206,7 @@ def tiny_consingan_run(tmp_path_factory):
     """(workdir, Run) of ConSinGAN trained with configs/consingan.py:tiny (3 stages,
     train_depth 2, so stage 2 freezes block 0 and the head).
 
-    Optimised XLA, as tests/golden.py records its fingerprints (unoptimised
-    programs give other floats: 1e-5 apart after 20 iterations).
+    Optimised XLA, as training runs outside the tests (unoptimised programs give
+    other floats: 1e-5 apart after 20 iterations).
     """
     return trained_once(tmp_path_factory, "consingan")
