@@ -105,7 +105,9 @@ class PlotPolicy:
         self.path = os.path.join(workdir, plots.LOSSES_PNG)
         self.last, self.cost = time.time(), first_cost
 
-    def draw(self, force: bool = False) -> None:
+    def draw(self, force: bool = False, quiet: bool = False) -> None:
+        """Redraws the plot when due (`force`: now); `quiet`: a failure is not
+        reported (an error already on its way to the user says what went wrong)."""
         t0 = time.time()
         if not force and t0 - self.last < self.ratio * self.cost:
             return
@@ -114,7 +116,8 @@ class PlotPolicy:
         except UserError:
             pass  # nothing logged yet
         except Exception as e:  # noqa: BLE001 - a plot never stops training
-            logging.warning("could not draw %s: %s", self.path, e)
+            if not quiet:
+                logging.warning("could not draw %s: %s", self.path, e)
         self.last = time.time()
         self.cost = self.last - t0
 
@@ -467,15 +470,16 @@ class StageLoop:
                     {"event": "run_done", "stages": stages, "seconds": seconds}
                 )
 
-    def close(self, interrupted: bool) -> None:
-        """Stops the compile worker, closes the writers and draws the plots."""
+    def close(self, interrupted: bool, failed: bool) -> None:
+        """Stops the compile worker, closes the writers and draws the plots
+        (quietly when training `failed`: a full disk's one line stays the last)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         for writer, plotter in zip(self.writers, self.plotters, strict=True):
             writer.close()
             if not interrupted and (
                 self.last >= self.first or not os.path.exists(plotter.path)
             ):
-                plotter.draw(force=True)
+                plotter.draw(force=True, quiet=failed)
 
 
 def stage_record(s: int, size, progs: StagePrograms, iters: int, seconds: dict) -> dict:
@@ -513,7 +517,7 @@ def train_members(
     own run. Returns whether any stage is saved.
     """
     loop = StageLoop(members, last, models or Models())
-    interrupted = False
+    interrupted = failed = False
     try:
         loop.plan()
         for s in range(loop.first, last + 1):
@@ -530,6 +534,9 @@ def train_members(
             f"interrupted: {checkpoint.saved_phrase(loop.saved)}; re-run the same "
             "command to resume"
         ) from None
+    except BaseException:
+        failed = True
+        raise
     finally:
-        loop.close(interrupted)
+        loop.close(interrupted, failed)
     return bool(loop.g_list)
