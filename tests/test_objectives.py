@@ -90,7 +90,7 @@ def test_generator_objective_is_the_weighted_sum_of_its_terms(reduction):
     real, fake, rec = _images(2)
     ls = LossSettings(
         lambda_gp=0.1, alpha=7.0, tv_weight=0.35, tv_reduction=reduction,
-        noise_amp_base=0.1,
+        noise_amp_base=0.1, noise_amp_floor=0.0, tv_from_stage=0,
     )  # fmt: skip
     critic = _critic(jnp.asarray(W_CRITIC, jnp.float32))
     total, (adv, rec_loss, tv) = updates.generator_objective(
