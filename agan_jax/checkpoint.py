@@ -108,13 +108,15 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
 class _OrbaxThreadNoise(logging.Filter):
-    """Drops the ERROR records (with tracebacks) that Orbax's background threads
-    log when a save fails: `RunStore.save_stage` raises that failure itself, as
-    one OSError naming the stage's directory."""
+    """Drops the WARNING and ERROR records (with tracebacks) that Orbax logs when
+    a save fails or is interrupted (its threads' errors; "Skipping merge of OCDBT
+    checkpoints" when Ctrl-C lands mid-save): `RunStore.save_stage` raises that
+    failure itself, as one OSError naming the stage's directory, and an
+    interrupted save leaves no stage behind."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         where = record.pathname.replace(os.sep, "/")
-        return not (record.levelno >= logging.ERROR and "/orbax/" in where)
+        return not (record.levelno >= logging.WARNING and "/orbax/" in where)
 
 
 def _drop_closed_loop_errors(hook):

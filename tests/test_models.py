@@ -374,8 +374,9 @@ def _config(**overrides):
 def test_modelspec_from_config():
     spec = Settings.from_config(_config()).model
     assert spec == ModelSpec(
-        "agan", 16, 3, 64, 4, 3, False, 3, 0.1, "generation", 0.05, True, "convex"
-    )
+        "agan", 16, 3, 64, 4, 3, False, 3, 0.1, "generation", 0.05, True, "convex",
+        "resize",
+    )  # fmt: skip
     assert spec.pad == 4
     with pytest.raises(UserError, match="unknown model kind 'stylegan'"):
         families.of(Settings.from_config(_config(kind="stylegan")).model)

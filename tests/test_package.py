@@ -110,7 +110,11 @@ TINY_TEST = "tests/test_package.py::test_test_only_packages_are_dev_requirements
 
 def run_pytest(*args: str) -> str:
     cmd = [sys.executable, "-m", "pytest", *args, TINY_TEST]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # A fresh session, as from a shell: not one of this session's xdist workers.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout, done.stdout
     return done.stdout

@@ -218,7 +218,7 @@ def make_stage(family, spec, sizes, stage, ts, ls, aug=None, finetune=False) -> 
     return Stage(model, d_mod, rule, ts, ls, tx_g, tx_d, redraw, tv_weight)
 
 
-def rec_draw(st: Stage, key, i):
+def stage0_rec_inputs(st: Stage, key, i):
     """Stage 0's reconstruction inputs of iteration i ('redraw'): a noise map of
     its own, drawn from the stage key and the iteration (as official SinGAN
     redraws z_opt every iteration)."""
@@ -226,7 +226,7 @@ def rec_draw(st: Stage, key, i):
     return st.model.draw_inputs(list(jax.random.split(k, st.model.input_keys)), None)
 
 
-def d_step(st: Stage, state: StageState, data: StageData):
+def critic_update(st: Stage, state: StageState, data: StageData):
     """One critic update on `critic_objective`, its fake made from the input the
     rule gives (kept in state.carry under 'singan')."""
     model = st.model
@@ -258,7 +258,7 @@ def d_step(st: Stage, state: StageState, data: StageData):
     return new, {"d_loss": d_loss, "gp": gp}
 
 
-def g_step(st: Stage, state: StageState, data: StageData):
+def generator_update(st: Stage, state: StageState, data: StageData):
     """Generator update(s) on `generator_objective`: with the last critic
     update's input ('singan') or a fresh one drawn with split(key); under
     'consingan' one gradient applied g_steps times."""
@@ -271,7 +271,7 @@ def g_step(st: Stage, state: StageState, data: StageData):
     critic = critic_of(st.d_mod, state.d_vars, state.d_vars["params"])
     rec_inputs = data.rec_inputs
     if st.redraw:  # under 'singan' state.key is the stage key all stage long
-        rec_inputs = rec_draw(st, state.key, state.step // st.per_iter)
+        rec_inputs = stage0_rec_inputs(st, state.key, state.step // st.per_iter)
 
     def loss_fn(params):
         # Frozen groups get no gradient at all (XLA then skips their backward
@@ -300,7 +300,7 @@ def g_step(st: Stage, state: StageState, data: StageData):
     return new, {"g_adv": adv, "rec": rec_loss, "tv": tv}
 
 
-def init_state(st: Stage, key, prev_g_vars=None, prev_d_vars=None) -> StageState:
+def first_state(st: Stage, key, prev_g_vars=None, prev_d_vars=None) -> StageState:
     """A stage's first state: fresh or warm-started variables, fresh optimisers,
     the training key, and (under 'singan') a zero carried input."""
     g_vars, d_vars, k_train = st.model.init(key, prev_g_vars, prev_d_vars)
@@ -339,16 +339,17 @@ def make_stage_fns(
     st = make_stage(family, spec, sizes, stage, ts, ls, aug, finetune)
     g_calls = st.rule.g_calls(ts)
 
-    def d_fn(state, data):
-        return d_step(st, state, data)
+    # Named as StageFns names them: the compile logs (and tests) see these names.
+    def d_step(state, data):
+        return critic_update(st, state, data)
 
-    def g_fn(state, data):
-        return g_step(st, state, data)
+    def g_step(state, data):
+        return generator_update(st, state, data)
 
     # Traced once each, reused by the unrolled iteration (XLA inlines them). A
     # lax.fori_loop over the updates instead compiled faster but ran far slower
     # per iteration on XLA CPU (docs/performance.md, "Compile unit").
-    d_jit, g_jit = jax.jit(d_fn), jax.jit(g_fn)
+    d_jit, g_jit = jax.jit(d_step), jax.jit(g_step)
 
     def iteration(state, data):
         """d_steps critic updates, then the generator update call(s)."""
@@ -362,26 +363,26 @@ def make_stage_fns(
         """`iteration` with each kind of update in a lax.scan loop: the program
         holds one critic and one generator update instead of d_steps + g_calls
         copies (compile unit 'rolled')."""
-        state, md = scan_updates(d_fn, ts.d_steps, state, data)
-        state, mg = scan_updates(g_fn, g_calls, state, data)
+        state, md = scan_updates(d_step, ts.d_steps, state, data)
+        state, mg = scan_updates(g_step, g_calls, state, data)
         return state, {**md, **mg}
 
-    def init(key, prev_g_vars=None, prev_d_vars=None):
+    def init_state(key, prev_g_vars=None, prev_d_vars=None):
         # One compiled program (eager init ran dozens of tiny compiles). Its
         # outputs are fresh buffers, so donating the state never donates a
         # frozen stage's.
-        return init_state(st, key, prev_g_vars, prev_d_vars)
+        return first_state(st, key, prev_g_vars, prev_d_vars)
 
-    def draw(key, i):
-        return rec_draw(st, key, i)
+    def rec_draw(key, i):
+        return stage0_rec_inputs(st, key, i)
 
     return StageFns(
-        init_state=jax.jit(init),
+        init_state=jax.jit(init_state),
         iteration=iteration,
-        d_step=d_fn,
-        g_step=g_fn,
+        d_step=d_step,
+        g_step=g_step,
         g_calls=g_calls,
         prepare=jax.jit(st.model.prepare),
-        rec_draw=jax.jit(draw) if st.redraw else None,
+        rec_draw=jax.jit(rec_draw) if st.redraw else None,
         rolled=rolled,
     )
