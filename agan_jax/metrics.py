@@ -138,6 +138,16 @@ def gray(x: np.ndarray) -> np.ndarray:
     return x[..., 0] if x.shape[-1] == 1 else x @ np.asarray(_GRAY)
 
 
+def _one_image(real: Any) -> np.ndarray:
+    """The real image as float64 HWC (a batch of one is unwrapped)."""
+    r = np.asarray(real, dtype=np.float64)
+    if r.ndim == 4 and r.shape[0] == 1:
+        r = r[0]
+    if r.ndim != 3:
+        raise UserError(f"real must be one HWC image, got shape {r.shape}")
+    return r
+
+
 def pixel_diversity(samples: Any, real: Any) -> float:
     """SinGAN's diversity: per-pixel std over samples (grayscale), averaged, / std(real).
 
@@ -145,11 +155,7 @@ def pixel_diversity(samples: Any, real: Any) -> float:
     ones (ddof=0). Samples must share one size; the real image may differ in size.
     """
     s = np.asarray(_as_nhwc(samples, "samples"), dtype=np.float64)
-    r = np.asarray(real, dtype=np.float64)
-    if r.ndim == 4 and r.shape[0] == 1:
-        r = r[0]
-    if r.ndim != 3:
-        raise UserError(f"real must be one HWC image, got shape {r.shape}")
+    r = _one_image(real)
     if s.shape[0] < 2:
         raise UserError(
             f"pixel diversity needs at least 2 samples, got {s.shape[0]}; draw more"
@@ -175,11 +181,7 @@ def pixel_diversity(samples: Any, real: Any) -> float:
 def _samples_and_real(samples: Any, real: Any) -> tuple[np.ndarray, np.ndarray]:
     """Samples as float64 NHWC and the real image as float64 HWC (both RGB)."""
     s = np.asarray(_as_nhwc(samples, "samples"), dtype=np.float64)
-    r = np.asarray(real, dtype=np.float64)
-    if r.ndim == 4 and r.shape[0] == 1:
-        r = r[0]
-    if r.ndim != 3:
-        raise UserError(f"real must be one HWC image, got shape {r.shape}")
+    r = _one_image(real)
     if s.shape[-1] != 3 or r.shape[-1] != 3:
         raise UserError(
             f"samples ({s.shape[-1]} channels) and real ({r.shape[-1]} channels) "
