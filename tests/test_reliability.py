@@ -473,5 +473,7 @@ def test_ctrl_c_during_a_save_prints_no_orbax_tracebacks(tmp_path):
         pass
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
-    assert err.strip() == "interrupted", err[:2000]
+    # Under load the signal has once (in 3 full-suite runs) not interrupted the
+    # save at all: the save finished, exit 0 and nothing printed. Either way no
+    # traceback or Orbax log line may reach the user.
+    assert (p.returncode, err.strip()) in ((130, "interrupted"), (0, "")), err[:2000]
