@@ -26,8 +26,6 @@ def resize(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 
 SCHEDULES = ("geometric", "cos", "quad", "circ", "log")
-# model.upsample: how a stage's output is brought to the next stage's size.
-UPSAMPLES = ("resize", "official")
 
 
 def upsample_official(x: jax.Array, hw: tuple[int, int], scale: float) -> jax.Array:

@@ -30,7 +30,8 @@ GP_MODES = ("jvp", "double_grad")
 TV_REDUCTIONS = ("mean", "sum", "pytorch")
 # model.blend: how AGAN's generator (models/agan.py) proposes x_hat.
 BLENDS = ("convex", "residual")
-# model.upsample: pyramid.UPSAMPLES (resize; official SinGAN's scale-and-crop).
+# model.upsample: how a stage's output reaches the next stage's size
+# (pyramid.upsampler: resize; official SinGAN's scale-and-crop).
 UPSAMPLES = ("resize", "official")
 
 
