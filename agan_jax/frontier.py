@@ -14,6 +14,8 @@ import json
 import os
 import re
 
+from agan_jax import plots
+
 FRONTIER_PNG = "frontier.png"
 FRONTIER_JSON = "frontier.json"
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)\.seed(?P<seed>\d+)$")
@@ -90,27 +92,21 @@ def write_frontier(panels: dict[str, dict[str, dict]], out: str) -> dict:
     """Draws OUT/frontier.png, one panel per entry of `panels` ({image name:
     {run folder name: evaluation row}}), and writes the points drawn to OUT/frontier.json; returns
     them ({image: panel_points(rows)})."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     data = {name: panel_points(rows) for name, rows in panels.items()}
     n = len(data)
     cols = min(n, 2)
     rows_n = (n + cols - 1) // cols
-    fig, axes = plt.subplots(
-        rows_n, cols, figsize=(5.5 * cols, 4.2 * rows_n), squeeze=False
-    )
+    fig = Figure(figsize=(5.5 * cols, 4.2 * rows_n))
+    axes = fig.subplots(rows_n, cols, squeeze=False)
     order = list(dict.fromkeys(m for points in data.values() for m in points))
     for ax, (name, points) in zip(axes.flat, data.items(), strict=False):
         _draw_panel(ax, name, points, order)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.tight_layout()
-    os.makedirs(out, exist_ok=True)
-    fig.savefig(os.path.join(out, FRONTIER_PNG), dpi=100)
-    plt.close(fig)
+    plots.save_png(fig, os.path.join(out, FRONTIER_PNG), dpi=100)
     with open(os.path.join(out, FRONTIER_JSON), "w") as f:
         json.dump(data, f, indent=1)
     return data

@@ -255,14 +255,19 @@ def write_losses(
         path = os.path.join(workdirs[0], LOSSES_PNG)
     elif os.path.isdir(path):
         path = os.path.join(path, os.path.basename(LOSSES_PNG))
-    fig = _figure_of(workdirs, labels)
+    save_png(_figure_of(workdirs, labels), path)
+    return path
+
+
+def save_png(fig, path: str, dpi=None) -> None:
+    """Writes a figure to `path` whole: a hidden temporary file beside it, then
+    renamed (removed if the write fails), so a reader never sees half a PNG."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
