@@ -37,6 +37,7 @@ from agan_jax.settings import Settings, fill_added_fields
 RESUMABLE_KEYS = {
     "data.image",
     "train.compile_ahead",
+    "train.compile_workers",
     "train.group_mode",
     "train.log_every",
     "train.models_per_call",

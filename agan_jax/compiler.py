@@ -10,6 +10,8 @@ move. Other backends keep XLA's defaults.
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 CPU_BACKEND_OPT_LEVEL = 1
@@ -37,6 +39,19 @@ def options(level: int = -1) -> dict | None:
 # below; ConSinGAN gained at every later stage (its rule's critic updates share one
 # fake, which XLA computes once in the fused program). Other kinds: never fused.
 FUSE_MIN_PIXELS = {"singan": 62 * 82, "agan": 62 * 82, "consingan": 0}
+
+
+def compile_workers(setting: int, stages: int) -> int:
+    """Stages compiled at once (`train.compile_workers`; 0: auto). Auto: 1 on
+    CPU (the next stage compiles beside the one training; more would take its
+    cores); on an accelerator, where training leaves the host's cores idle,
+    every stage at once in up to cores / 4 threads (XLA's compiler is itself
+    multi-threaded)."""
+    if setting:
+        return setting
+    if jax.default_backend() == "cpu":
+        return 1
+    return max(1, min(stages, (os.cpu_count() or 1) // 4))
 
 
 def fuse_min_pixels(kind: str) -> int:

@@ -48,6 +48,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "train.models_per_call": 0,  # how a folder groups (not a result)
     "train.group_mode": "auto",  # how a folder groups (not a result)
     "train.compile_ahead": True,  # how programs compile (not a result)
+    "train.compile_workers": 0,  # how programs compile (not a result)
     "pyramid.min_step": 0.0,  # earlier runs kept every stage of the schedule
     "train.iters_by_step": False,  # earlier runs trained iters_per_stage everywhere
     "loss.noise_amp_floor": 0.0,  # earlier runs: 0.1 x RMSE, no floor
@@ -227,6 +228,9 @@ class TrainSettings:
     xla_opt_level: int  # XLA backend optimisation level; -1: see compiler.py
     remat: bool  # jax.checkpoint around the generator in training
     compile_ahead: bool  # compile stage s+1 while stage s trains (train/loop.py)
+    # Stages compiling at once, every stage planned at the start; 0: auto
+    # (compiler.compile_workers).
+    compile_workers: int
     log_every: int
     stage_samples: int  # samples in the grid written after each stage
     # Models per compiled program when a folder trains (train/many.py); 0: auto.
@@ -605,6 +609,12 @@ def _train_problems(p: Problems, t: TrainSettings) -> None:
         "an integer >= 0 (0: auto)",
     )
     p.choice("train.compile_unit", t.compile_unit, COMPILE_UNITS)
+    p.need(
+        "train.compile_workers",
+        t.compile_workers,
+        lambda v: v >= 0,
+        "an integer >= 0 (0: auto)",
+    )
     p.need(
         "train.models_per_call",
         t.models_per_call,

@@ -23,6 +23,9 @@ class StageState:
     # The generator input of the last critic update, which the generator updates
     # reuse under SinGAN's rule (train/updates.py); None under the other rules.
     carry: Any = None
+    # Samples of the frozen stages below, drawn for this compiled call's updates
+    # by their own programs (train/lower.py); None: each update draws its own.
+    lower: Any = None
 
 
 @flax.struct.dataclass

@@ -30,7 +30,9 @@ from agan_jax.models import families
 from agan_jax.models.family import Family
 from agan_jax.settings import Settings
 from agan_jax.state import StageData
+from agan_jax.train.group import Models
 from agan_jax.train.loop import noise_amp, prepare_image
+from agan_jax.train.lower import LowerStages
 from agan_jax.train.runner import make_runner
 from agan_jax.train.updates import StageFns, make_stage_fns
 from benchmarks import common
@@ -60,6 +62,20 @@ class StepSetup:
     def fresh_state(self) -> Any:
         """A copy of the initial state (the runners donate their input)."""
         return jax.tree.map(jnp.copy, self.state)
+
+    def fed_state(self, k: int = 1) -> Any:
+        """A fresh state holding the lower-stage samples of k iterations, as
+        the stage loop feeds them (train/lower.py); without frozen stages below,
+        `fresh_state`."""
+        state, slots = self.fresh_state(), self.fns.lower_slots
+        if not slots:
+            return state
+        s = self.settings
+        lower = LowerStages(s.model, self.sizes, Models(), s.train.compiler_options)
+        amps = [self.data.amps[j] for j in range(self.stage)]
+        per_iter = s.train.d_steps + s.train.g_steps
+        x = lower.draw(state, k, slots, per_iter, self.data.lower_vars, amps)
+        return state.replace(lower=x)
 
     def make_fns(self) -> StageFns:
         """New (never traced) stage functions, for compile-time measurements."""

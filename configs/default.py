@@ -139,6 +139,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # ConSinGAN 64 px -19%, SinGAN 128 px -28%) for the compile time in the wall
     # (docs/performance.md).
     config.train.compile_ahead = True
+    # Stages whose programs compile at once (0: auto, compiler.compile_workers:
+    # one on CPU, where training needs the cores; on an accelerator host, whose
+    # cores are idle while it trains, every stage from the start, in up to a
+    # quarter of the cores' threads). Needs compile_ahead.
+    config.train.compile_workers = 0
     # True: stage s > 0 trains iters_per_stage x log(step_s) / log(mean step)
     # iterations (step_s: its size over the stage below's), the same total over
     # stages 1.. spread by how much each stage grows the image; False: every

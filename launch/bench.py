@@ -36,6 +36,9 @@ Suites (code and descriptions in benchmarks/, tables in docs/performance.md):
   sampling_stream  benchmarks/streaming.py: `launch.sample` as a fresh process
                for each --stream_counts N on --workdir (default: configs/agan.py:tiny
                trained first): wall time, samples/s, peak RSS.
+  stage_compile  benchmarks/stage_compile.py: compile seconds per stage of
+               whole trainings (--stage_compile_cases), from each of --checkouts
+               in turns (this commit beside an earlier one), cache off.
   compile      benchmarks/compile.py: one stage's programs (update, iteration,
                scan, double-grad penalty, rolled) traced, lowered, compiled and called,
                in this process and under each --compile_flag_set in a child.
@@ -65,6 +68,7 @@ SUITES = (
     "gpu",
     "sampling_stream",
     "compile",
+    "stage_compile",
     "many",
 )
 
@@ -140,8 +144,8 @@ _OVERRIDES = flags.DEFINE_multi_string(
 _TARGET_ROUNDS = flags.DEFINE_integer(
     "target_rounds",
     2,
-    "cpu_targets: rounds per target; each round runs ours and the official program "
-    "in turns (A B, then B A).",
+    "cpu_targets, stage_compile: rounds per target; each round runs ours and the "
+    "official program (stage_compile: each checkout) in turns (A B, then B A).",
 )
 _TARGET_IMAGE = flags.DEFINE_string(
     "target_image", None, "cpu_targets: training image (default data/colusseum.png)."
@@ -235,6 +239,32 @@ _COMPILE_FLAG_SETS = flags.DEFINE_multi_string(
     "compile_flag_set",
     [],
     "compile: XLA_FLAGS of a further child run, repeatable (one row set each).",
+)
+_CHECKOUTS = flags.DEFINE_list(
+    "checkouts",
+    ["this=."],
+    "stage_compile: NAME=PATH checkouts of this project trained in turns "
+    "(before=/tmp/before,after=.; `git worktree add /tmp/before COMMIT`).",
+)
+_STAGE_CASES = flags.DEFINE_list(
+    "stage_compile_cases",
+    ["configs/agan.py:64", "configs/singan.py:64"],
+    "stage_compile: CONFIG:MAX_SIZE cases.",
+)
+_STAGE_ITERS = flags.DEFINE_integer(
+    "stage_compile_iters", 2, "stage_compile: iterations per stage."
+)
+_STAGE_EXTRA = flags.DEFINE_multi_string(
+    "stage_compile_flag",
+    [],
+    "stage_compile: a further launch.train flag, repeatable "
+    "(--config.train.stage_samples=0).",
+)
+_STAGE_CACHE = flags.DEFINE_bool(
+    "stage_compile_cache_check",
+    False,
+    "stage_compile: also train the first case twice with one fresh persistent "
+    "cache (the first checkout).",
 )
 
 
@@ -355,6 +385,35 @@ def suite_many():
     )
 
 
+def suite_stage_compile():
+    from agan_jax.errors import UserError
+    from benchmarks import stage_compile
+
+    checkouts, cases = {}, []
+    for item in _CHECKOUTS.value:
+        name, sep, path = item.partition("=")
+        if not sep or not os.path.isdir(path):
+            raise UserError(f"--checkouts wants NAME=PATH of a directory, got {item!r}")
+        checkouts[name] = os.path.abspath(path)
+    for item in _STAGE_CASES.value:
+        config, _, size = item.rpartition(":")
+        if not config or not size.isdigit():
+            raise UserError(
+                f"--stage_compile_cases wants CONFIG:MAX_SIZE, got {item!r} "
+                "(configs/agan.py:64)"
+            )
+        cases.append((config, int(size)))
+    return stage_compile.suite(
+        checkouts,
+        cases,
+        _STAGE_ITERS.value,
+        _TARGET_ROUNDS.value,
+        _STAGE_EXTRA.value,
+        _STAGE_CACHE.value,
+        _log,
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
     suite = {
@@ -366,6 +425,7 @@ def main(argv: list[str]) -> None:
         "gpu": suite_gpu,
         "sampling_stream": suite_sampling_stream,
         "compile": suite_compile,
+        "stage_compile": suite_stage_compile,
         "many": suite_many,
     }[_SUITE.value]
     text, result = suite()

@@ -113,14 +113,16 @@ def record_run(workdir: str) -> dict:
     return {"losses": logged_losses(workdir), "outputs": outputs(workdir)}
 
 
-def train_case(case: str, workdir: str) -> dict:
-    """Trains one case's tiny config in workdir; its record."""
+def train_case(case: str, workdir: str, compile_workers: int = 0) -> dict:
+    """Trains one case's tiny config in workdir (`compile_workers`: its
+    train.compile_workers); its record."""
     from agan_jax import train
 
     name, variant = CASES[case]
     config = tiny_config(name, variant)
     config.train.iters_per_stage = ITERS
     config.train.log_every = 1
+    config.train.compile_workers = compile_workers
     train.train(config, workdir, progress=False)
     return record_run(workdir)
 

@@ -30,7 +30,9 @@ from agan_jax.models import families
 from agan_jax.settings import Settings
 from agan_jax.state import StageData
 from agan_jax.train import loop
+from agan_jax.train.group import Models
 from agan_jax.train.loop import prepare_image
+from agan_jax.train.lower import LowerStages
 from agan_jax.train.updates import d_tx, make_stage_fns
 from configs import consingan as consingan_config
 from configs import singan as singan_config
@@ -194,8 +196,8 @@ def _recording_family(log: list):
     def make_stage(spec, sizes, stage, augment=None, finetune=False):
         model = base.make_stage(spec, sizes, stage, augment, finetune)
 
-        def draw_inputs(keys, data):
-            inputs = model.draw_inputs(keys, data)
+        def draw_inputs(keys, data, lower=None):
+            inputs = model.draw_inputs(keys, data, lower)
             jax.debug.callback(record("draw"), *inputs)
             return inputs
 
@@ -233,17 +235,25 @@ def _rule_stage_data(key):
     )
 
 
-def _run_iterations(rule: str, iters: int):
+def _run_iterations(rule: str, iters: int, fed: bool = False):
     """`iters` iterations of stage 1 of a tiny SinGAN under `rule`; returns the log
-    split per iteration, the reconstruction inputs and the train settings."""
+    split per iteration, the reconstruction inputs and the train settings.
+    `fed`: the lower-stage samples drawn before each iteration by the stage
+    loop's own programs (train/lower.py), as training draws them."""
     log: list = []
     family = _recording_family(log)
     ts = settings_for("singan", update_rule=rule, d_steps=3, g_steps=3).train
     fns = make_stage_fns(family, RULE_SPEC, RULE_SIZES, 1, ts, loss_settings("singan"))
     data = _rule_stage_data(jax.random.key(0))
     state = fns.init_state(jax.random.key(1))
+    lower = LowerStages(RULE_SPEC, RULE_SIZES, Models())
     per_iter = []
     for _ in range(iters):
+        if fed:
+            x = lower.draw(
+                state, 1, fns.lower_slots, 6, data.lower_vars, [data.amps[0]]
+            )
+            state = state.replace(lower=x)
         state, _ = fns.iteration(state, data)
         jax.block_until_ready(state)
         jax.effects_barrier()
@@ -260,13 +270,15 @@ def _same(a, b) -> bool:
     )
 
 
-def test_singan_rule_one_noise_map_lower_sample_per_critic_update():
+@pytest.mark.parametrize("fed", [False, True])
+def test_singan_rule_one_noise_map_lower_sample_per_critic_update(fed):
     """Official SinGAN: one noise map per iteration; each of the d_steps critic
     updates draws a fresh sample of the frozen stages below and makes its fake
     from it; the g_steps generator updates use the last critic update's noise and
-    lower-stage sample (their fake recomputed each step)."""
+    lower-stage sample (their fake recomputed each step). `fed`: the samples
+    drawn for the iteration by the loop's per-stage programs, as training does."""
     with quick_compiles():
-        iterations, rec_inputs, ts = _run_iterations("singan", 2)
+        iterations, rec_inputs, ts = _run_iterations("singan", 2, fed)
     rec = ("apply", np.asarray(rec_inputs[0]), np.asarray(rec_inputs[1]))
     noises = []
     for log in iterations:
@@ -295,9 +307,26 @@ def test_singan_rule_one_noise_map_lower_sample_per_critic_update():
     assert np.abs(noises[0] - noises[1]).max() > 1e-3
 
 
-def test_fresh_rule_draws_an_input_per_update():
+def test_fed_lower_samples_are_the_ones_an_update_draws():
+    """Under SinGAN's rule the samples the loop draws before a call (one
+    vmap'd program per frozen stage) are the ones each critic update would draw
+    itself from its keys: same inputs, to float rounding."""
     with quick_compiles():
-        iterations, rec_inputs, ts = _run_iterations("fresh", 1)
+        own, _, _ = _run_iterations("singan", 2)
+        fed, _, _ = _run_iterations("singan", 2, fed=True)
+    for a_log, b_log in zip(own, fed, strict=True):
+        a = [e for e in a_log if e[0] == "draw"]
+        b = [e for e in b_log if e[0] == "draw"]
+        assert len(a) == len(b) == 3
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x[1], y[1], atol=1e-5)
+            np.testing.assert_array_equal(x[2], y[2])
+
+
+@pytest.mark.parametrize("fed", [False, True])
+def test_fresh_rule_draws_an_input_per_update(fed):
+    with quick_compiles():
+        iterations, rec_inputs, ts = _run_iterations("fresh", 1, fed)
     rec = ("apply", np.asarray(rec_inputs[0]), np.asarray(rec_inputs[1]))
     (log,) = iterations
     draws = [e for e in log if e[0] == "draw"]
@@ -552,6 +581,9 @@ def test_training_compiles_each_stage_program_once(instrumented_run):
     stages = 2
     for program in ("init_state", "prepare", "d_step", "g_step"):
         assert names[program] == stages, (program, names)
+    # Stage 1's updates take stage 0's samples as data: stage 0's generator and
+    # the keys of a call compiled once (train/lower.py).
+    assert names["lower_stage"] == names["lower_keys"] == 1, names
     # Nothing is compiled on the main thread while a stage trains: every program
     # of a stage was compiled ahead (later stages' compiles run in a worker).
     assert len(windows) == stages

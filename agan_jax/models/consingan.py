@@ -419,7 +419,8 @@ def make_stage(spec, sizes, stage: int, augment=None, finetune: bool = False):
         d_vars = jax.tree.map(jnp.asarray, d_vars)
         return g_vars, d_vars, k_train
 
-    def draw_inputs(keys, data):
+    def draw_inputs(keys, data, lower=None):
+        del lower  # the input is noise only (frozen_below 0)
         keys = jax.random.split(keys[0], stage + 1)
         if head_input == "augment":
             z0 = aug_ops.augment(keys[0], data.source, spec.mode, augment)

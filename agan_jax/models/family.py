@@ -36,10 +36,12 @@ class StageModel(NamedTuple):
     input_keys: how many keys `draw_inputs` takes. The last draws this stage's
         noise; the others the sample of the frozen stages below (if any).
     input_shapes: ShapeDtypeStructs of what `draw_inputs` returns.
-    draw_inputs(keys, data) -> inputs
+    draw_inputs(keys, data, lower=None) -> inputs
         A fresh training input of the generator (SinGAN: an upsampled sample of
         the frozen stages below and this stage's noise; ConSinGAN: the noise of
-        every stage). `data` is the stage's `state.StageData`.
+        every stage). `data` is the stage's `state.StageData`; `lower`: a sample
+        of the frozen stages below drawn outside (train/lower.py), at the size
+        of stage s-1, used instead of drawing one with keys[0].
     apply(g_vars, inputs, data) -> (image, g_vars)
         The trained generator in training mode (BatchNorm batch statistics; the
         returned variables carry the updated running statistics). Takes
@@ -54,6 +56,8 @@ class StageModel(NamedTuple):
         0). The stage's noise amplitude is noise_amp_base x that RMSE (1 at stage
         0; `train.loop.noise_amp`). `g_vars`: this stage's freshly initialised
         variables; `lower_vars`, `lower_amps`: the frozen stages'.
+    frozen_below: how many frozen stages the input samples (SinGAN, AGAN: the
+        stage index; 0 for ConSinGAN, whose input is noise only).
     """
 
     init: Callable
@@ -64,6 +68,7 @@ class StageModel(NamedTuple):
     frozen: Callable[[str], bool]
     g_tx: Callable
     prepare: Callable
+    frozen_below: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

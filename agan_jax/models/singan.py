@@ -171,9 +171,10 @@ def make_stage(
         )
         return up(x, stage)
 
-    def draw_inputs(keys, data):
+    def draw_inputs(keys, data, lower=None):
         k_prev, k_z = keys
-        return lower_sample(data, k_prev), draw_noise(spec, k_z, (h, w), stage)
+        prev = lower_sample(data, k_prev) if lower is None else up(lower, stage)
+        return prev, draw_noise(spec, k_z, (h, w), stage)
 
     def apply(g_vars, inputs, data):
         prev, z = inputs
@@ -212,6 +213,7 @@ def make_stage(
         frozen=lambda name: False,
         g_tx=g_tx,
         prepare=prepare,
+        frozen_below=stage,
     )
 
 

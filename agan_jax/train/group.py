@@ -124,6 +124,16 @@ class Models:
             return tuple(getattr(t, name) for t in tree)
         return getattr(tree, name)
 
+    def replace(self, state, **fields) -> Any:
+        """A held dataclass (a StageState) with `fields` replaced, each value
+        held as this Models holds trees."""
+        if self.mode != "shared":
+            return state.replace(**fields)
+        return tuple(
+            t.replace(**{k: v[i] for k, v in fields.items()})
+            for i, t in enumerate(state)
+        )
+
     def split(self, tree) -> list:
         """Every real model's tree, in order."""
         return [self.take(tree, i) for i in range(self.count)]

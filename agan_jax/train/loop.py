@@ -26,6 +26,7 @@ import numpy as np
 
 from agan_jax import checkpoint, image_io, plots, pyramid
 from agan_jax import lock as run_lock
+from agan_jax.compiler import compile_workers
 from agan_jax.errors import UserError
 from agan_jax.memory import forget_compiled, resident_mib
 from agan_jax.models import families
@@ -37,6 +38,7 @@ from agan_jax.train.log import (
     drop_records,
     write_stage_images,
 )
+from agan_jax.train.lower import LowerStages
 from agan_jax.train.metrics import make_writer
 from agan_jax.train.programs import (
     StagePrograms,
@@ -266,8 +268,19 @@ class StageLoop:
         self.reals = [pyramid.build(jnp.asarray(m.image), self.sizes) for m in members]
         self.writers = [make_writer(m.workdir, self.settings.log) for m in members]
         self.plotters = [PlotPolicy(m.workdir) for m in members]
+        self.lower = LowerStages(
+            self.settings.model,
+            self.sizes,
+            models,
+            self.settings.train.compiler_options,
+        )
+        ts = self.settings.train
+        stages = last - self.first + 1
+        self.workers = (
+            compile_workers(ts.compile_workers, stages) if ts.compile_ahead else 1
+        )
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="compile"
+            self.workers, thread_name_prefix="compile"
         )
         self.futures: dict[int, concurrent.futures.Future] = {}
         self.t_run = time.time()
@@ -314,15 +327,19 @@ class StageLoop:
             [one(g) for g in self.g_list],
             one(self.z_rec),
         )
+        if self.workers > 1:  # every stage compiles from the start
+            for s in range(self.first, self.last + 1):
+                self.submit(s)
 
     def submit(self, s: int) -> None:
         self.futures[s] = self.pool.submit(
-            compile_stage, self.stages, s, self.planned[s], self.models
+            compile_stage, self.stages, s, self.planned[s], self.models, self.lower
         )
 
     def programs(self, s: int) -> tuple[StagePrograms, float]:
         """Stage s's compiled programs and the seconds waited for them; with
-        `train.compile_ahead` stage s+1 then compiles while s trains."""
+        `train.compile_ahead` stage s+1 then compiles while s trains (with
+        several `train.compile_workers`, every stage compiles from the start)."""
         t0, ahead = time.time(), self.settings.train.compile_ahead
         if s not in self.futures:  # the first stage, or compile_ahead=False:
             # compile now, the stage below's programs and JAX's caches released.
@@ -332,11 +349,11 @@ class StageLoop:
         # Popped: a finished stage's programs are freed once the next begins.
         progs = self.futures.pop(s).result()
         wait_s = time.time() - t0
-        if s > self.first and ahead:
+        if s > self.first and ahead and not self.futures:
             # The worker is idle: drop what the stages before kept in JAX's
             # caches (their eager ops' programs; docs/performance.md, "Memory").
             forget_compiled()
-        if s < self.last and ahead:
+        if s < self.last and ahead and s + 1 not in self.futures:
             self.submit(s + 1)
         return progs, wait_s
 
@@ -393,12 +410,33 @@ class StageLoop:
             lambda_gp=self.settings.loss.lambda_gp,
             model_axis=models.batched,
         )
-        runners = {n: models.runner(r) for n, r in progs.runners.items()}
+        runners = {
+            n: self.fed(s, progs, n, models.runner(r)) for n, r in progs.runners.items()
+        }
         try:
             return run_stage(state, data, runners, ts, log, progress)
         except TrainingDiverged as e:
             advice = diverged_advice(e, self.settings, self.members[0].workdir, s)
             raise TrainingDiverged(advice, e.stage, e.iteration) from None
+
+    def fed(self, s: int, progs: StagePrograms, k: int, run):
+        """The runner `run` of k iterations per call, given before each call
+        the lower-stage samples its updates take (train/lower.py); `run`
+        itself when the stage's updates draw none."""
+        slots, models = progs.fns.lower_slots, self.models
+        if not slots:
+            return run
+        ts = self.stage_train(s)
+        per_iter = ts.d_steps + ts.g_steps
+        amps = [
+            models.map(lambda i, j=j: jnp.float32(self.amps[i][j])) for j in range(s)
+        ]
+
+        def fed_run(state, data):
+            x = self.lower.draw(state, k, slots, per_iter, self.g_list, amps)
+            return run(models.replace(state, lower=x), data)
+
+        return fed_run
 
     def save(self, s: int, progs: StagePrograms, state, amps: list[float]) -> None:
         """Adds stage s to the pyramid and saves it in every member's directory."""

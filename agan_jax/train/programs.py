@@ -21,6 +21,7 @@ from agan_jax.settings import Settings
 from agan_jax.state import StageData
 from agan_jax.train.group import Models
 from agan_jax.train.log import grid_batch, make_reconstructor
+from agan_jax.train.lower import LowerStages
 from agan_jax.train.runner import make_runner
 from agan_jax.train.updates import StageFns, make_stage_fns
 
@@ -122,13 +123,22 @@ class StagePrograms:
 
 
 def compile_stage(
-    stages: Stages, s: int, plan: StagePlan, models: Models | None = None
+    stages: Stages,
+    s: int,
+    plan: StagePlan,
+    models: Models | None = None,
+    lower: LowerStages | None = None,
 ) -> StagePrograms:
     """Compiles one stage's programs from abstract shapes (in a worker thread).
 
     `models`: how the loop holds its models (group.Models; default one,
     unbatched). Training programs run over the model axis; the stage grid's
     sampler and reconstruction take one model (called once per model).
+    `lower`: the loop's frozen-stage programs (train/lower.py): the update
+    programs then take the lower-stage samples in `StageState.lower`, and the
+    programs of stages below s that their calls need are compiled here (those
+    of earlier stages compiled once, for the first stage that needed them).
+    None: every update draws its own (the whole pyramid below in its program).
     """
     t0 = time.time()
     models = models or Models()
@@ -139,8 +149,24 @@ def compile_stage(
     init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
     prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
     t1 = time.time()
-    fuse = compiler.fuse_min_pixels(stages.family.kind)
-    runners = make_runner(fns, ts, b(plan.state), b(plan.data), s, fuse)
+    fuse, f32 = compiler.fuse_min_pixels(stages.family.kind), jnp.float32
+    slots = plan.fns.lower_slots if lower is not None else 0
+    if slots:  # k iterations per call hold k x slots samples of stage s-1
+
+        def state(k):
+            below = jax.ShapeDtypeStruct((k * slots, *stages.sizes[s - 1], 3), f32)
+            return b(plan.state.replace(lower=below))
+
+    else:
+        state = b(plan.state)
+    runners = make_runner(fns, ts, state, b(plan.data), s, fuse)
+    lower_s = 0.0
+    if slots:
+        t = time.time()
+        per_iter = ts.d_steps + ts.g_steps
+        for k in runners:
+            lower.prepare(s, k * slots, plan.data.lower_vars, slots, per_iter)
+        lower_s = time.time() - t
     t2 = time.time()
     sampler = reconstruct = None
     if ts.stage_samples > 0:
@@ -164,5 +190,6 @@ def compile_stage(
         )
     t3 = time.time()
     release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
-    parts = {"setup": t1 - t0, "runners": t2 - t1, "grid": t3 - t2}
+    parts = {"setup": t1 - t0, "runners": t2 - t1 - lower_s, "lower": lower_s}
+    parts["grid"] = t3 - t2
     return StagePrograms(fns, init, prepare, runners, sampler, parts, reconstruct)

@@ -91,15 +91,19 @@ def make_runner(
     'iteration': one call runs `steps_per_call` whole iterations ('rolled': the
     same with each kind of update in a lax.scan loop, see updates.py); 'auto': by
     backend and stage size (resolve_compile_unit). `options`: XLA compile options
-    instead of the settings' own (benchmarks of other options).
+    instead of the settings' own (benchmarks of other options). `state`: the
+    abstract state, or a function of the iterations per call that gives it (a
+    stage fed lower-stage samples holds as many as its calls' iterations take,
+    train/lower.py).
     """
+    state_for = state if callable(state) else (lambda k: state)
     opts = ts.compiler_options if options is None else options
     h, w = data.real.shape[-3:-1]  # (models,) h, w, 3
     unit = resolve_compile_unit(ts.compile_unit, stage, h * w, min_pixels)
     if unit == "update":
         d_fn, g_fn = (
             jax.jit(f, donate_argnums=(0,))
-            .lower(state, data)
+            .lower(state_for(1), data)
             .compile(compiler_options=opts)
             for f in (fns.d_step, fns.g_step)
         )
@@ -114,9 +118,9 @@ def make_runner(
         return {1: run_update}
     step = fns.rolled if unit == "rolled" else fns.iteration
     k = max(1, min(ts.steps_per_call, ts.iters))
-    runners = {k: compile_chunk(step, k, state, data, opts)}
+    runners = {k: compile_chunk(step, k, state_for(k), data, opts)}
     if ts.iters % k:
-        runners[1] = compile_chunk(step, 1, state, data, opts)
+        runners[1] = compile_chunk(step, 1, state_for(1), data, opts)
     return runners
 
 

@@ -70,14 +70,23 @@ def generator_objective(critic, fake, rec, real, ls: LossSettings, tv_weight=Non
     return total, (adv, rec_loss, tv)
 
 
+def update_keys(key, iteration, slot):
+    """(lower-stage sample key, interpolation key) of update `slot` of an
+    iteration, from the key the iteration starts with (train/lower.py draws the
+    lower-stage samples of a whole call with the same keys)."""
+    kit = jax.random.fold_in(key, iteration)
+    return jax.random.split(jax.random.fold_in(kit, 1 + slot))
+
+
 def singan_critic_keys(state: StageState, n_in: int, per_iter: int):
     """'singan': the iteration's noise key and this critic update's keys of the
     lower-stage sample and the interpolation weight, all derived from the stage
     key and the update count (the key itself never moves)."""
-    kit = jax.random.fold_in(state.key, state.step // per_iter)
-    k_lower, k_a = jax.random.split(jax.random.fold_in(kit, 1 + state.step % per_iter))
+    i = state.step // per_iter
+    k_lower, k_a = update_keys(state.key, i, state.step % per_iter)
     lower = [k_lower] if n_in == 2 else list(jax.random.split(k_lower, n_in - 1))
-    return state.key, [*lower[: n_in - 1], jax.random.fold_in(kit, 0)], k_a
+    k_z = jax.random.fold_in(jax.random.fold_in(state.key, i), 0)
+    return state.key, [*lower[: n_in - 1], k_z], k_a
 
 
 def fresh_critic_keys(state: StageState, n_in: int, per_iter: int):
@@ -115,6 +124,11 @@ class UpdateRule(NamedTuple):
         """Optimiser steps per generator step call."""
         return ts.g_steps if self.one_gradient else 1
 
+    def lower_slots(self, ts: TrainSettings) -> int:
+        """Lower-stage samples an iteration draws: one per critic update, and
+        one per generator update where the input is not carried."""
+        return ts.d_steps if self.carries else ts.d_steps + ts.g_steps
+
 
 RULES = {
     "singan": UpdateRule("singan", singan_critic_keys, carries=True),
@@ -138,6 +152,9 @@ class StageFns(NamedTuple):
     # (state, data) -> (state, metrics): `iteration` with the critic and the
     # generator updates in lax.scan loops (one copy of each update in the program).
     rolled: Any = None
+    # Lower-stage samples per iteration the loop feeds in `StageState.lower`
+    # (train/lower.py); 0: the stage has no frozen stages below.
+    lower_slots: int = 0
 
 
 def resolve_rule(family: Family, spec: ModelSpec, ts: TrainSettings) -> str:
@@ -226,12 +243,27 @@ def stage0_rec_inputs(st: Stage, key, i):
     return st.model.draw_inputs(list(jax.random.split(k, st.model.input_keys)), None)
 
 
+def fed_lower(st: Stage, state: StageState):
+    """This update's sample of the frozen stages below, from `state.lower`
+    (None when the loop feeds none: the update draws its own).
+
+    `state.lower` holds `lower_slots` samples per iteration for k iterations;
+    iteration i's are at (i mod k) x slots, as `lower.call_keys` draws them.
+    """
+    if state.lower is None:
+        return None
+    slots = st.rule.lower_slots(st.ts)
+    k = state.lower.shape[0] // slots
+    i = (state.step // st.per_iter) % k * slots + state.step % st.per_iter
+    return jax.lax.dynamic_index_in_dim(state.lower, i, keepdims=False)
+
+
 def critic_update(st: Stage, state: StageState, data: StageData):
     """One critic update on `critic_objective`, its fake made from the input the
     rule gives (kept in state.carry under 'singan')."""
     model = st.model
     key, k_in, k_a = st.rule.critic_keys(state, model.input_keys, st.per_iter)
-    inputs = model.draw_inputs(k_in, data)
+    inputs = model.draw_inputs(k_in, data, fed_lower(st, state))
     carry = inputs if st.rule.carries else state.carry
     fake, g_vars = model.apply(state.g_vars, inputs, data)
     fake = jax.lax.stop_gradient(fake)
@@ -267,7 +299,7 @@ def generator_update(st: Stage, state: StageState, data: StageData):
         key, inputs = state.key, state.carry
     else:
         key, *k_in = jax.random.split(state.key, 1 + model.input_keys)
-        inputs = model.draw_inputs(k_in, data)
+        inputs = model.draw_inputs(k_in, data, fed_lower(st, state))
     critic = critic_of(st.d_mod, state.d_vars, state.d_vars["params"])
     rec_inputs = data.rec_inputs
     if st.redraw:  # under 'singan' state.key is the stage key all stage long
@@ -385,4 +417,5 @@ def make_stage_fns(
         prepare=jax.jit(st.model.prepare),
         rec_draw=jax.jit(rec_draw) if st.redraw else None,
         rolled=rolled,
+        lower_slots=st.rule.lower_slots(ts) if st.model.frozen_below else 0,
     )

@@ -1,0 +1,141 @@
+"""Samples of the frozen stages below a training stage, drawn as data.
+
+Under SinGAN's update rule every critic update of stage s trains on a fresh
+sample of the frozen stages 0..s-1 (official SinGAN's train.py draws it inside
+its update loop). Run inside each update program, that forward pass makes the
+program, and its compile time, grow with the stage index. Here the loop draws
+the samples of a whole compiled call just before the call, with one program per
+frozen stage j (stage j's generator on a batch of samples, vmap'd), and the
+update program takes them in `StageState.lower` (`updates.fed_lower`): stage
+j's program compiles once per batch size and serves every stage above it.
+
+The samples are the ones an update would draw itself: update `slot` of
+iteration i uses the key `updates.update_keys(key, i, slot)[0]` and stage j's
+noise from fold_in(that key, j), as the families' own lower sample
+(models/singan.py) and the sampler (`forward.stage_noises`) do.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from agan_jax.forward import draw_noise, pyramid_forward
+from agan_jax.train.group import Models
+from agan_jax.train.updates import update_keys
+
+
+def call_keys(key, step, k: int, slots: int, per_iter: int):
+    """The lower-sample keys of a call of k iterations starting at update
+    `step` (k x slots keys): iteration i's slots at (i mod k) x slots, the
+    position `updates.fed_lower` reads them from."""
+    i0 = step // per_iter
+    its = i0 + (jnp.arange(k) - i0) % k
+    slot = jnp.arange(slots)
+    keys = jax.vmap(lambda i: jax.vmap(lambda t: update_keys(key, i, t)[0])(slot))(its)
+    return keys.reshape(k * slots)
+
+
+def stage_program(spec, sizes, j: int):
+    """f(keys, x, variables, amp) -> (images, attention maps): frozen stage j on
+    a batch of samples: noise fold_in(key, j) of each sample's key, x the batch of
+    stage j-1's outputs (None at stage 0), inference BatchNorm."""
+    below = [None] * j
+
+    def one(key, x, variables, amp):
+        z = draw_noise(spec, jax.random.fold_in(key, j), sizes[j], j)
+        return pyramid_forward(
+            spec,
+            [*below, variables],
+            sizes,
+            [*([0.0] * j), amp],
+            [*below, z],
+            x,
+            j,
+            j + 1,
+        )
+
+    def lower_stage(keys, x, variables, amp):  # the name compile logs show
+        return jax.vmap(one, in_axes=(0, 0, None, None))(keys, x, variables, amp)
+
+    return lower_stage
+
+
+class LowerStages:
+    """The compiled per-stage programs of one stage loop, over its model axis
+    (group.Models), each compiled once per batch size (from any thread:
+    train/programs.py compiles the next stage's while one trains).
+    """
+
+    def __init__(self, spec, sizes, models: Models, options: dict | None = None):
+        self.spec, self.sizes, self.models, self.options = spec, sizes, models, options
+        self.programs: dict[tuple, Any] = {}
+        self.locks: dict[tuple, threading.Lock] = {}
+        self.lock = threading.Lock()  # guards `locks`
+
+    def _vmapped(self, f):
+        return jax.vmap(f) if self.models.mode == "vmap" else f
+
+    def _compiled(self, name: tuple, f, *args):
+        """Program `name`, compiled for these arguments (or their shapes) by
+        the first thread that needs it; the others wait for that one."""
+        with self.lock:
+            lock = self.locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self.programs:
+                lowered = jax.jit(self._vmapped(f)).lower(*args)
+                self.programs[name] = lowered.compile(compiler_options=self.options)
+            return self.programs[name]
+
+    def prepare(self, stop: int, n: int, lower_vars, slots: int, per_iter: int):
+        """Compiles (when missing) what a call drawing n samples of stages
+        0..stop-1 runs; `lower_vars`: one model's variables (or their shapes)."""
+        b = self.models.abstract
+        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+        step = jax.ShapeDtypeStruct((), jnp.int32)
+        self._keys(n // slots, slots, per_iter, b(key), b(step))
+        keys = jax.ShapeDtypeStruct((n,), key.dtype)
+        x = None
+        for j in range(stop):
+            amp = jax.ShapeDtypeStruct((), jnp.float32)
+            v = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), lower_vars[j]
+            )
+            self._stage(j, n, b(keys), b(x), b(v), b(amp))
+            x = jax.ShapeDtypeStruct((n, *self.sizes[j], 3), jnp.float32)
+
+    def _keys(self, k: int, slots: int, per_iter: int, *args):
+        def lower_keys(key, step):
+            return call_keys(key, step, k, slots, per_iter)
+
+        return self._compiled(("keys", k, slots, per_iter), lower_keys, *args)
+
+    def _stage(self, j: int, n: int, *args):
+        return self._compiled(
+            ("stage", j, n), stage_program(self.spec, self.sizes, j), *args
+        )
+
+    def draw(self, state, k: int, slots: int, per_iter: int, lower_vars, amps):
+        """The lower samples of a call of k iterations from `state` (held over
+        the model axis), at the size of the stage below: `StageState.lower`.
+
+        lower_vars: stage j's generator variables as the loop holds them; amps:
+        stage j's noise amplitude as the loop holds it (a 0-d array per model).
+        """
+        models, n = self.models, k * slots
+
+        def one(*args):  # a program's arguments: one model's under 'shared'
+            if models.mode != "shared":
+                return args
+            return tuple(models.take(a, 0) for a in args)
+
+        key, step = models.field(state, "key"), models.field(state, "step")
+        keys = models.call(self._keys(k, slots, per_iter, *one(key, step)), key, step)
+        x = None
+        for j, (v, amp) in enumerate(zip(lower_vars, amps, strict=True)):
+            program = self._stage(j, n, *one(keys, x, v, amp))
+            x, _ = models.call(program, keys, x, v, amp)
+        return x
