@@ -64,6 +64,20 @@ def stage_program(spec, sizes, j: int):
     return lower_stage
 
 
+def stage0_given_noise(spec, sizes):
+    """f(z, variables, amp) -> images: stage 0 on a batch of given noise maps
+    (the reconstruction's z*)."""
+
+    def lower_rec0(z, variables, amp):
+        def one(z):
+            out, _ = pyramid_forward(spec, [variables], sizes, [amp], [z], None, 0, 1)
+            return out
+
+        return jax.vmap(one)(z)
+
+    return lower_rec0
+
+
 class LowerStages:
     """The compiled per-stage programs of one stage loop, over its model axis
     (group.Models), each compiled once per batch size (from any thread:
@@ -75,6 +89,18 @@ class LowerStages:
         self.programs: dict[tuple, Any] = {}
         self.locks: dict[tuple, threading.Lock] = {}
         self.lock = threading.Lock()  # guards `locks`
+
+    def single(self) -> LowerStages:
+        """The same programs for one model at a time (the stage grids'): this
+        object unless the loop vmaps a model axis."""
+        if self.models.mode != "vmap":
+            return self
+        with self.lock:
+            if not hasattr(self, "_single"):
+                self._single = LowerStages(
+                    self.spec, self.sizes, Models(), self.options
+                )
+            return self._single
 
     def _vmapped(self, f):
         return jax.vmap(f) if self.models.mode == "vmap" else f
@@ -106,6 +132,61 @@ class LowerStages:
             )
             self._stage(j, n, b(keys), b(x), b(v), b(amp))
             x = jax.ShapeDtypeStruct((n, *self.sizes[j], 3), jnp.float32)
+
+    def prepare_grid(self, stop: int, n: int, variables) -> None:
+        """Compiles (when missing) the programs of `sampler(stop, n)` and of
+        `reconstruct(stop)`; `variables`: stages 0..stop-1's (or shapes)."""
+        key = jax.random.key(0).dtype
+        x, one = None, jax.ShapeDtypeStruct((), jnp.float32)
+        v = [
+            jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), t)
+            for t in variables
+        ]
+        for batch in sorted({n, 1}):
+            keys, x = jax.ShapeDtypeStruct((batch,), key), None
+            for j in range(stop):
+                self._stage(j, batch, keys, x, v[j], one)
+                x = jax.ShapeDtypeStruct((batch, *self.sizes[j], 3), jnp.float32)
+        z = jax.ShapeDtypeStruct((1, *self.sizes[0], 3), jnp.float32)
+        self._rec0(z, v[0], one)
+
+    def sampler(self, stop: int, n: int):
+        """f(keys, variables, amps, base) -> (images, attention maps): stages
+        0..stop-1 for n keys (`sampling.make_sampler`'s, with attention), made
+        of the per-stage programs."""
+
+        def sample(keys, variables, amps, base):
+            del base
+            x, attns = None, []
+            for j in range(stop):
+                args = (keys, x, variables[j], amps[j])
+                x, a = self._stage(j, n, *args)(*args)
+                attns += list(a)
+            return x, attns
+
+        return sample
+
+    def reconstruct(self, stop: int):
+        """f(variables, amps, z_rec) -> the reconstruction at stage stop-1
+        (`train.log.make_reconstructor`'s), made of the per-stage programs: z*
+        at stage 0; above it the sampling programs with amplitude 0 (the noise
+        times 0: exactly the reconstruction's zero noise)."""
+
+        def rec(variables, amps, z_rec):
+            args = (z_rec[None], variables[0], amps[0])
+            x = self._rec0(*args)(*args)
+            keys, zero = jax.random.split(jax.random.key(0), 1), jnp.float32(0.0)
+            for j in range(1, stop):
+                args = (keys, x, variables[j], zero)
+                x, _ = self._stage(j, 1, *args)(*args)
+            return x[0]
+
+        return rec
+
+    def _rec0(self, *args):
+        return self._compiled(
+            ("rec0",), stage0_given_noise(self.spec, self.sizes), *args
+        )
 
     def _keys(self, k: int, slots: int, per_iter: int, *args):
         def lower_keys(key, step):

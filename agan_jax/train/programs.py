@@ -169,13 +169,19 @@ def compile_stage(
         lower_s = time.time() - t
     t2 = time.time()
     sampler = reconstruct = None
-    if ts.stage_samples > 0:
+    # In calls of grid_batch samples (1 on CPU): the whole grid in one call
+    # raised the peak memory (docs/performance.md, "Whole-process CPU targets").
+    batch = grid_batch(ts.stage_samples)
+    if ts.stage_samples > 0 and lower is not None and stages.family.stage_generators:
+        # The grid from the per-stage programs, those of stages below s compiled
+        # for earlier stages' grids already.
+        grid = lower.single()
+        grid.prepare_grid(s + 1, batch, (*plan.data.lower_vars, plan.state.g_vars))
+        sampler, reconstruct = grid.sampler(s + 1, batch), grid.reconstruct(s + 1)
+    elif ts.stage_samples > 0:
         f = make_sampler(
             stages.settings.model, stages.sizes, 0, s + 1, with_attention=True
         )
-        # In calls of grid_batch samples (1 on CPU): the whole grid in one call
-        # raised the peak memory (docs/performance.md, "Whole-process CPU targets").
-        batch = grid_batch(ts.stage_samples)
         keys = jax.ShapeDtypeStruct((batch,), jax.random.key(0).dtype)
         amps = jax.ShapeDtypeStruct((s + 1,), jnp.float32)
         variables = (*plan.data.lower_vars, plan.state.g_vars)
