@@ -535,3 +535,44 @@ def test_compile_suite_rows_and_table():
     assert "| (default) | 0 |" in text and "| g_step |" in text
     with pytest.raises(ValueError, match="unknown program 'nope'"):
         compile_bench.measure("configs/singan.py:tiny", None, [0], ["nope"])
+
+
+def test_stage_compile_medians_ratio_and_failures(monkeypatch):
+    """`--suite=stage_compile`: per checkout and case the median over rounds
+    of each stage's compile seconds, their total and the finest over stage 1;
+    a failed training is reported in its row. The trainings are stubbed (one
+    real one is in test_launch_bench_entry_point's reach, minutes on CI)."""
+    from benchmarks import stage_compile
+
+    runs = {
+        "a": [[4.0, 6.0, 9.0], [2.0, 4.0, 5.0], [3.0, 5.0, 6.0]],
+        "b": [[1.0, 2.0, 2.0]] * 3,
+    }
+    calls = []
+
+    def fake_train(checkout, config, size, iters, extra, env):
+        calls.append(checkout)
+        if config == "broken":
+            return {"error": "rc 1: no such config"}
+        c = runs[checkout].pop(0)
+        return {
+            "compile_s": c,
+            "wait_s": [1.0] * 3,
+            "sizes": [[8, 8]] * 3,
+            "wall_s": 10.0,
+            "cpu_s": 12.0,
+            "rss_mib": 100.0,
+        }
+
+    monkeypatch.setattr(stage_compile, "_train", fake_train)
+    text, res = stage_compile.suite(
+        {"a": "a", "b": "b"}, [("cfg", 32), ("broken", 32)], rounds=3, log=lambda m: 0
+    )
+    assert calls[:6] == ["a", "b", "b", "a", "a", "b"]  # in turns, reversed
+    a, b, broken_a, _ = res["rows"]
+    assert a["compile_s"] == [3.0, 5.0, 6.0] and a["rounds"] == 3
+    assert b["compile_s"] == [1.0, 2.0, 2.0]
+    assert "error" in broken_a
+    assert "| cfg 32 px | a | 3.0 / 5.0 / 6.0 | 14.0 | 1.2 | 3.0 |" in text
+    assert "| cfg 32 px | b | 1.0 / 2.0 / 2.0 | 5.0 | 1 |" in text
+    assert "rc 1: no such config" in text
