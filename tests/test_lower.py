@@ -32,20 +32,25 @@ def test_grid_sampler_and_reconstruction_equal_the_whole_pyramid(
     _, run = request.getfixturevalue(fixture)
     variables, amps = _pyramid(run)
     stop = run.num_stages
-    keys = sampling.stream_keys(jax.random.key(3), np.arange(2))
     lower = LowerStages(run.spec, run.sizes, Models())
-    lower.prepare_grid(stop, 2, variables)
-    got, got_attn = lower.sampler(stop, 2)(keys, variables, amps, None)
-    whole = sampling.make_sampler(run.spec, run.sizes, 0, stop, with_attention=True)
-    want, want_attn = whole(keys, variables, amps, jnp.zeros((1, 1, 3)))
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert len(got_attn) == len(want_attn) == (stop - 1 if attention else 0)
-    for a, b in zip(got_attn, want_attn, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    lower.prepare_grid(stop, 1, variables)
+    whole = jax.jit(
+        sampling.make_sampler(run.spec, run.sizes, 0, stop, with_attention=True)
+    )
+    got = []
+    for i in range(2):  # two samples, one call each (the CPU's grid batch)
+        keys = sampling.stream_keys(jax.random.key(3), np.arange(i, i + 1))
+        x, attn = lower.sampler(stop, 1)(keys, variables, amps, None)
+        want, want_attn = whole(keys, variables, amps, jnp.zeros((1, 1, 3)))
+        np.testing.assert_allclose(x, want, atol=1e-5)
+        assert len(attn) == len(want_attn) == (stop - 1 if attention else 0)
+        for a, b in zip(attn, want_attn, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        got.append(x[0])
     z_rec = jnp.asarray(run.z_rec)
     rec = lower.reconstruct(stop)(variables, amps, z_rec)
-    want_rec = make_reconstructor(run.spec, run.sizes, stop)(variables, amps, z_rec)
-    np.testing.assert_allclose(rec, want_rec, atol=1e-5)
+    whole_rec = jax.jit(make_reconstructor(run.spec, run.sizes, stop))
+    np.testing.assert_allclose(rec, whole_rec(variables, amps, z_rec), atol=1e-5)
     # Not vacuous: the samples differ from each other and from the reconstruction.
     assert np.abs(np.asarray(got[0] - got[1])).max() > 1e-2
     assert np.abs(np.asarray(got[0] - rec)).max() > 1e-2

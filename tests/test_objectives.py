@@ -168,7 +168,10 @@ def test_updates_take_adams_step_on_the_written_out_objectives(kind):
 
     # The critic update: fresh input keys, fake from them, a ~ U(0, 1).
     _, *k_in, k_a = jax.random.split(state.key, 2 + n_in)
-    fake, _ = model.apply(state.g_vars, model.draw_inputs(k_in, data), data)
+    # The reference sides run jitted: op by op they took half a minute.
+    fake, _ = jax.jit(lambda v, k, d: model.apply(v, model.draw_inputs(k, d), d))(
+        state.g_vars, k_in, data
+    )
     a = jax.random.uniform(k_a)
 
     def critic_loss(params):
@@ -180,13 +183,13 @@ def test_updates_take_adams_step_on_the_written_out_objectives(kind):
 
     d_params = state.d_vars["params"]
     after_d, _ = jax.jit(fns.d_step)(state, data)
-    grads = jax.grad(critic_loss)(d_params)
+    grads = jax.jit(jax.grad(critic_loss))(d_params)
     assert_gradient(after_d.d_opt, grads, st.ts.beta1)
     assert_adam_step(after_d.d_vars["params"], st.tx_d, grads, state.d_opt, d_params)
 
     # The generator update: fresh inputs from split(key), the critic as updated.
     _, *k_in = jax.random.split(after_d.key, 1 + n_in)
-    inputs = model.draw_inputs(k_in, data)
+    inputs = jax.jit(model.draw_inputs)(k_in, data)
     critic = updates.critic_of(st.d_mod, after_d.d_vars, after_d.d_vars["params"])
 
     def gen_loss(params):
@@ -199,7 +202,7 @@ def test_updates_take_adams_step_on_the_written_out_objectives(kind):
 
     g_params = after_d.g_vars["params"]
     after_g, _ = jax.jit(fns.g_step)(after_d, data)
-    grads = jax.grad(gen_loss)(g_params)
+    grads = jax.jit(jax.grad(gen_loss))(g_params)
     assert_gradient(after_g.g_opt, grads, st.ts.beta1)
     assert_adam_step(after_g.g_vars["params"], st.tx_g, grads, after_d.g_opt, g_params)
     assert int(after_g.step) == 2

@@ -198,7 +198,12 @@ def test_training_writes_tensorboard_scalars(tiny_agan_run):
             assert [e.step for e in events] == steps, (s, key)
             logged = [r[key] for r in lines if r["stage"] == s]
             np.testing.assert_allclose([e.value for e in events], logged, rtol=1e-6)
-    compile_parts = ("compile_setup_s", "compile_runners_s", "compile_grid_s")
+    compile_parts = (
+        "compile_setup_s",
+        "compile_runners_s",
+        "compile_lower_s",
+        "compile_grid_s",
+    )
     memory = ("rss_mib", "peak_rss_mib") if sys.platform.startswith("linux") else ()
     for key in ("noise_amp", "train_s", "compile_s", "iters_per_s", *compile_parts):
         steps = [e.step for e in acc.Scalars(f"stage_done/{key}")]
@@ -207,7 +212,7 @@ def test_training_writes_tensorboard_scalars(tiny_agan_run):
         values = [e.value for e in acc.Scalars(f"stage_done/{key}")]
         assert len(values) == run.num_stages and min(values) > 0
     # + stage_done's numbers
-    n = run.num_stages * len(LOSS_KEYS | NEW_KEYS) + 9 + len(memory)
+    n = run.num_stages * len(LOSS_KEYS | NEW_KEYS) + 10 + len(memory)
     assert len(acc.Tags()["scalars"]) == n
     assert acc.Tags()["images"] == []  # configs/agan.py:tiny draws no stage grids
 
