@@ -4,17 +4,23 @@ once per stage and batch, and the keys sit where the updates read them."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from agan_jax import compiler, sampling
+from agan_jax.models import families
+from agan_jax.state import StageData
 from agan_jax.train.group import Models
 from agan_jax.train.log import make_reconstructor
 from agan_jax.train.lower import LowerStages, call_keys
-from agan_jax.train.updates import update_keys
-from tests.conftest import tiny_config
+from agan_jax.train.runner import make_runner
+from agan_jax.train.updates import make_stage_fns, update_keys
+from tests.conftest import loss_settings, tiny_config, train_settings
 
 
 def _pyramid(run):
@@ -105,3 +111,48 @@ def test_compile_workers_must_be_a_count():
     config.train.compile_workers = -1
     with pytest.raises(UserError, match="train.compile_workers"):
         Settings.from_config(config)
+
+
+def test_calls_of_k_iterations_read_the_samples_of_each(tiny_singan_run):
+    """Stage 1 fed its lower-stage samples: two calls of 2 iterations (a scan of
+    rolled iterations, the accelerators' default) train as four calls of one
+    (each iteration reads its own samples at (i mod k) x slots; reading the
+    first iteration's twice fails this test)."""
+    _, run = tiny_singan_run
+    spec, sizes = run.spec, run.sizes[:2]
+    # A large Adam epsilon keeps the steps linear in the gradient (see
+    # tests/test_train.py), so the comparison sees the inputs, not rounding.
+    ts = train_settings(iters=4, compile_unit="rolled", adam_eps=1.0)
+    fns = make_stage_fns(families.of(spec), spec, sizes, 1, ts, loss_settings())
+    g0, amp0 = run.g_vars[0], jnp.float32(run.noise_amps[0])
+    state0 = fns.init_state(jax.random.key(1), g0, None)
+    real = jax.random.uniform(jax.random.key(2), (*sizes[1], 3), minval=-1, maxval=1)
+    z_rec = jnp.asarray(run.z_rec)
+    rec_inputs, rmse = fns.prepare(state0.g_vars, (g0,), amp0[None], z_rec, real)
+    data = StageData(
+        real=real,
+        amps=jnp.asarray([amp0, 0.1 * rmse]),
+        rec_inputs=rec_inputs,
+        lower_vars=(g0,),
+        source=real,
+    )
+    slots, per_iter = fns.lower_slots, ts.d_steps + ts.g_steps
+    lower = LowerStages(spec, sizes, Models())
+
+    def train(k):
+        def state_for(n):
+            shape = jax.ShapeDtypeStruct((n * slots, *sizes[0], 3), jnp.float32)
+            return state0.replace(lower=shape)
+
+        tk = dataclasses.replace(ts, steps_per_call=k)
+        run_k = make_runner(fns, tk, state_for, data, 1)[k]
+        state = jax.tree.map(jnp.copy, state0)
+        for _ in range(ts.iters // k):
+            x = lower.draw(state, k, slots, per_iter, (g0,), [amp0])
+            state, _ = run_k(state.replace(lower=x), data)
+        return state
+
+    one, two = train(1), train(2)
+    assert int(two.step) == 4 * per_iter
+    chex.assert_trees_all_close(one.g_vars, two.g_vars, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(one.d_vars, two.d_vars, atol=1e-5, rtol=1e-5)
