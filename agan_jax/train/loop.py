@@ -332,8 +332,17 @@ class StageLoop:
                 self.submit(s)
 
     def submit(self, s: int) -> None:
+        """Compiles stage s in the worker pool; the first stage, which nothing
+        trains beside, with its programs side by side on every core."""
+        threads = (os.cpu_count() or 1) if s == self.first else 1
         self.futures[s] = self.pool.submit(
-            compile_stage, self.stages, s, self.planned[s], self.models, self.lower
+            compile_stage,
+            self.stages,
+            s,
+            self.planned[s],
+            self.models,
+            self.lower,
+            threads,
         )
 
     def programs(self, s: int) -> tuple[StagePrograms, float]:

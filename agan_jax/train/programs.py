@@ -5,6 +5,7 @@ while stage s trains).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -113,13 +114,11 @@ class StagePrograms:
     prepare: Any  # (g_vars, lower_vars, lower_amps, z_rec, real) -> (rec, rmse)
     runners: dict  # iterations per call -> compiled runner (runner.make_runner)
     sampler: Any  # (keys, g_vars 0..s, amps, base) -> (images, attentions) or None
-    # Compile seconds by part: 'setup' (init + prepare), 'runners', 'grid'.
+    # Compile seconds by part: 'setup' (init + prepare), 'runners', 'lower'
+    # (train/lower.py), 'grid'; parts compiled in threads overlap.
     compile_parts: dict
+    compile_s: float  # wall seconds of the whole compile
     reconstruct: Any = None  # (g_vars 0..s, amps, z_rec) -> image, with `sampler`
-
-    @property
-    def compile_s(self) -> float:
-        return sum(self.compile_parts.values())
 
 
 def compile_stage(
@@ -128,6 +127,7 @@ def compile_stage(
     plan: StagePlan,
     models: Models | None = None,
     lower: LowerStages | None = None,
+    threads: int = 1,
 ) -> StagePrograms:
     """Compiles one stage's programs from abstract shapes (in a worker thread).
 
@@ -139,15 +139,37 @@ def compile_stage(
     programs of stages below s that their calls need are compiled here (those
     of earlier stages compiled once, for the first stage that needed them).
     None: every update draws its own (the whole pyramid below in its program).
+    `threads`: programs compiled at once (init and prepare beside the update
+    programs, and those side by side), where no training needs the cores.
     """
+    if threads <= 1:
+        return _compile_stage(stages, s, plan, models or Models(), lower, None)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return _compile_stage(stages, s, plan, models or Models(), lower, pool)
+
+
+def _timed(fn, *args):
     t0 = time.time()
-    models = models or Models()
+    return fn(*args), time.time() - t0
+
+
+def _compile_stage(stages, s, plan, models, lower, pool) -> StagePrograms:
+    t0 = time.time()
     ts = stages.settings.train.at_stage(s, stages.sizes)
     opts = ts.compiler_options
     fns, b = models.fns(plan.fns), models.abstract
-    # init_state is called once per model (group.Models.each).
-    init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
-    prepare = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
+
+    def setup():
+        # init_state is called once per model (group.Models.each).
+        init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
+        pre = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
+        return init, pre
+
+    if pool is None:
+        setup_done = concurrent.futures.Future()
+        setup_done.set_result(_timed(setup))
+    else:
+        setup_done = pool.submit(_timed, setup)
     t1 = time.time()
     fuse, f32 = compiler.fuse_min_pixels(stages.family.kind), jnp.float32
     slots = plan.fns.lower_slots if lower is not None else 0
@@ -159,7 +181,7 @@ def compile_stage(
 
     else:
         state = b(plan.state)
-    runners = make_runner(fns, ts, state, b(plan.data), s, fuse)
+    runners = make_runner(fns, ts, state, b(plan.data), s, fuse, pool=pool)
     lower_s = 0.0
     if slots:
         t = time.time()
@@ -195,7 +217,9 @@ def compile_stage(
             jax.jit(rec).lower(variables, amps, z_rec).compile(compiler_options=opts)
         )
     t3 = time.time()
+    (init, prepare), setup_s = setup_done.result()
     release_free_memory()  # the compiler's scratch memory (agan_jax/memory.py)
-    parts = {"setup": t1 - t0, "runners": t2 - t1 - lower_s, "lower": lower_s}
+    parts = {"setup": setup_s, "runners": t2 - t1 - lower_s, "lower": lower_s}
     parts["grid"] = t3 - t2
-    return StagePrograms(fns, init, prepare, runners, sampler, parts, reconstruct)
+    wall = time.time() - t0
+    return StagePrograms(fns, init, prepare, runners, sampler, parts, wall, reconstruct)

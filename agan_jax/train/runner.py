@@ -83,6 +83,7 @@ def make_runner(
     stage: int | None = None,
     min_pixels: int = 0,
     options: dict | None = None,
+    pool=None,
 ) -> dict:
     """Compiles this stage's step functions once: {iterations per call: runner}.
 
@@ -94,19 +95,21 @@ def make_runner(
     instead of the settings' own (benchmarks of other options). `state`: the
     abstract state, or a function of the iterations per call that gives it (a
     stage fed lower-stage samples holds as many as its calls' iterations take,
-    train/lower.py).
+    train/lower.py). `pool`: an executor that compiles the unit's programs side
+    by side (default: one after the other).
     """
     state_for = state if callable(state) else (lambda k: state)
     opts = ts.compiler_options if options is None else options
     h, w = data.real.shape[-3:-1]  # (models,) h, w, 3
     unit = resolve_compile_unit(ts.compile_unit, stage, h * w, min_pixels)
+    compile_all = map if pool is None else pool.map
     if unit == "update":
-        d_fn, g_fn = (
-            jax.jit(f, donate_argnums=(0,))
-            .lower(state_for(1), data)
-            .compile(compiler_options=opts)
-            for f in (fns.d_step, fns.g_step)
-        )
+
+        def compile_one(f):
+            jitted = jax.jit(f, donate_argnums=(0,))
+            return jitted.lower(state_for(1), data).compile(compiler_options=opts)
+
+        d_fn, g_fn = compile_all(compile_one, (fns.d_step, fns.g_step))
 
         def run_update(state, data):
             for _ in range(ts.d_steps):
@@ -118,9 +121,11 @@ def make_runner(
         return {1: run_update}
     step = fns.rolled if unit == "rolled" else fns.iteration
     k = max(1, min(ts.steps_per_call, ts.iters))
-    runners = {k: compile_chunk(step, k, state_for(k), data, opts)}
-    if ts.iters % k:
-        runners[1] = compile_chunk(step, 1, state_for(1), data, opts)
+    ks = [k, 1] if ts.iters % k else [k]
+    compiled = compile_all(
+        lambda n: compile_chunk(step, n, state_for(n), data, opts), ks
+    )
+    runners = dict(zip(ks, compiled, strict=True))
     return runners
 
 
