@@ -323,10 +323,9 @@ def test_fed_lower_samples_are_the_ones_an_update_draws():
             np.testing.assert_array_equal(x[2], y[2])
 
 
-@pytest.mark.parametrize("fed", [False, True])
-def test_fresh_rule_draws_an_input_per_update(fed):
+def test_fresh_rule_draws_an_input_per_update():
     with quick_compiles():
-        iterations, rec_inputs, ts = _run_iterations("fresh", 1, fed)
+        iterations, rec_inputs, ts = _run_iterations("fresh", 1, fed=True)
     rec = ("apply", np.asarray(rec_inputs[0]), np.asarray(rec_inputs[1]))
     (log,) = iterations
     draws = [e for e in log if e[0] == "draw"]
