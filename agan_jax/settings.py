@@ -270,6 +270,11 @@ class TrainSettings:
             return self.lr_decay_iter
         return round(self.lr_milestone * self.iters)
 
+    @property
+    def per_iter(self) -> int:
+        """Optimiser updates per iteration (how far a stage's step advances)."""
+        return self.d_steps + self.g_steps
+
     def decay_boundary(self, updates_per_iter: int) -> int:
         """The optimiser update count from which the learning rate is x gamma, for
         an optimiser that takes `updates_per_iter` updates per iteration."""

@@ -39,6 +39,11 @@ class StageData:
     source: jax.Array  # (h0, w0, 3) the coarsest real image (ConSinGAN's augment)
 
 
+def abstract(tree):
+    """ShapeDtypeStructs of every leaf of a tree (None stays None)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
+
+
 def same_shapes(a: Any, b: Any) -> bool:
     """True when two pytrees have the same structure and leaf shapes."""
     if jax.tree.structure(a) != jax.tree.structure(b):

@@ -73,8 +73,7 @@ class StepSetup:
         s = self.settings
         lower = LowerStages(s.model, self.sizes, Models(), s.train.compiler_options)
         amps = [self.data.amps[j] for j in range(self.stage)]
-        per_iter = s.train.d_steps + s.train.g_steps
-        x = lower.draw(state, k, slots, per_iter, self.data.lower_vars, amps)
+        x = lower.draw(state, k, slots, s.train.per_iter, self.data.lower_vars, amps)
         return state.replace(lower=x)
 
     def make_fns(self) -> StageFns:

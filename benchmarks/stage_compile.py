@@ -15,14 +15,13 @@ compile seconds (what a second run of the same shapes pays).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 
-from benchmarks import common
+from benchmarks import common, train_table
 
 
 def _train(checkout: str, config: str, size: int, iters: int, extra, env) -> dict:
@@ -41,8 +40,7 @@ def _train(checkout: str, config: str, size: int, iters: int, extra, env) -> dic
         m = common.run_measured(argv, env, cwd=checkout)
         if m.returncode != 0:
             return {"error": f"rc {m.returncode}: {m.stderr.strip()[-600:]}"}
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            done = [r for r in map(json.loads, f) if r.get("event") == "stage_done"]
+        done = train_table.stage_done_records(workdir)
         return {
             "compile_s": [r["compile_s"] for r in done],
             "wait_s": [r["compile_wait_s"] for r in done],

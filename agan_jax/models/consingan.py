@@ -385,6 +385,28 @@ def grow(prev: dict, stage: int) -> dict:
 # -- one training stage -------------------------------------------------------------
 
 
+def init_stage(spec, sizes, stage: int, gen, d_mod, key, prev_g=None, prev_d=None):
+    """StageModel.init of ConSinGAN: G, D and the reconstruction-noise key
+    initialised at stage 0; later the previous generator grown (`grow`) and the
+    critic copied."""
+    k_init, k_train, k_rec = jax.random.split(key, 3)
+    if prev_g is None:
+        if stage > 0:
+            raise ValueError("stages > 0 start from the previous generator")
+        kg, kd = jax.random.split(rbg_key(k_init))
+        zs = [jnp.zeros((1, *noise_shape(spec, sizes[0], 0)), jnp.float32)]
+        img = jnp.zeros((1, *sizes[0], 3), jnp.float32)
+        g_vars = dict(gen.init(kg, zs, jnp.ones((1,)), train=False))
+        g_vars[CONSTS] = {"rec_key": jax.random.key_data(k_rec)}
+        d_vars = dict(d_mod.init(kd, img))
+    else:
+        g_vars = grow(prev_g, stage)
+        d_vars = dict(prev_d)
+    g_vars = jax.tree.map(jnp.asarray, g_vars)
+    d_vars = jax.tree.map(jnp.asarray, d_vars)
+    return g_vars, d_vars, k_train
+
+
 def make_stage(spec, sizes, stage: int, augment=None, finetune: bool = False):
     """The StageModel of ConSinGAN at `stage`.
 
@@ -400,24 +422,6 @@ def make_stage(spec, sizes, stage: int, augment=None, finetune: bool = False):
     else:
         head_input = "source" if finetune else "noise"
     gen, d_mod = make_generator(spec, stage), make_discriminator(spec)
-
-    def init(key, prev_g=None, prev_d=None):
-        k_init, k_train, k_rec = jax.random.split(key, 3)
-        if prev_g is None:
-            if stage > 0:
-                raise ValueError("stages > 0 start from the previous generator")
-            kg, kd = jax.random.split(rbg_key(k_init))
-            zs = [jnp.zeros((1, *noise_shape(spec, sizes[0], 0)), jnp.float32)]
-            img = jnp.zeros((1, *sizes[0], 3), jnp.float32)
-            g_vars = dict(gen.init(kg, zs, jnp.ones((1,)), train=False))
-            g_vars[CONSTS] = {"rec_key": jax.random.key_data(k_rec)}
-            d_vars = dict(d_mod.init(kd, img))
-        else:
-            g_vars = grow(prev_g, stage)
-            d_vars = dict(prev_d)
-        g_vars = jax.tree.map(jnp.asarray, g_vars)
-        d_vars = jax.tree.map(jnp.asarray, d_vars)
-        return g_vars, d_vars, k_train
 
     def draw_inputs(keys, data, lower=None):
         del lower  # the input is noise only (frozen_below 0)
@@ -454,7 +458,7 @@ def make_stage(spec, sizes, stage: int, augment=None, finetune: bool = False):
         return tuple(zs), rmse
 
     return StageModel(
-        init=init,
+        init=functools.partial(init_stage, spec, sizes, stage, gen, d_mod),
         input_keys=1,
         input_shapes=tuple(
             jax.ShapeDtypeStruct(noise_shape(spec, sizes[s], s), jnp.float32)

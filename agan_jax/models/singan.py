@@ -133,6 +133,25 @@ def stage0_rec(spec, seed: int, sizes, g_vars, real0) -> jax.Array:
     return draw_noise(spec, key, sizes[0], 0)
 
 
+def lower_sample(spec, gens, sizes, stage: int, up, data, key) -> jax.Array:
+    """A fresh sample of the frozen stages below `stage`, upsampled to its size
+    (zeros at stage 0): stage s's noise from fold_in(key, s)."""
+    if stage == 0:
+        return jnp.zeros((*sizes[0], 3), jnp.float32)
+    noises = [
+        draw_noise(spec, jax.random.fold_in(key, s), sizes[s], s) for s in range(stage)
+    ]
+    amps = data.amps[:stage]
+    x, _ = run_stages(gens, data.lower_vars, sizes, amps, noises, None, 0, stage, up)
+    return up(x, stage)
+
+
+def g_tx(ts):
+    """The generator's Adam, its learning rate x gamma from `ts.decay_iter` on."""
+    boundary = ts.decay_boundary(ts.g_steps)
+    return adam(ts.lr_g, ts.beta1, ts.beta2, boundary, ts.gamma, ts.adam_eps)
+
+
 def make_stage(
     make_gen, spec, sizes, stage: int, augment=None, finetune: bool = False
 ) -> StageModel:
@@ -157,23 +176,12 @@ def make_stage(
         d_vars = jax.tree.map(jnp.asarray, dict(d_mod.init(kd, x, train=False)))
         return warm_start(g_vars, prev_g), warm_start(d_vars, prev_d), k_train
 
-    def lower_sample(data, key):
-        """A fresh sample of the frozen stages below, upsampled to this stage."""
-        if stage == 0:
-            return jnp.zeros((h, w, 3), jnp.float32)
-        noises = [
-            draw_noise(spec, jax.random.fold_in(key, s), sizes[s], s)
-            for s in range(stage)
-        ]
-        amps = data.amps[:stage]
-        x, _ = run_stages(
-            gens, data.lower_vars, sizes, amps, noises, None, 0, stage, up
-        )
-        return up(x, stage)
-
     def draw_inputs(keys, data, lower=None):
         k_prev, k_z = keys
-        prev = lower_sample(data, k_prev) if lower is None else up(lower, stage)
+        if lower is None:  # drawn here, the whole pyramid below in this program
+            prev = lower_sample(spec, gens, sizes, stage, up, data, k_prev)
+        else:
+            prev = up(lower, stage)
         return prev, draw_noise(spec, k_z, (h, w), stage)
 
     def apply(g_vars, inputs, data):
@@ -187,10 +195,6 @@ def make_stage(
             mutable=["batch_stats"],
         )
         return out[0], {**g_vars, **upd}
-
-    def g_tx(ts):
-        boundary = ts.decay_boundary(ts.g_steps)
-        return adam(ts.lr_g, ts.beta1, ts.beta2, boundary, ts.gamma, ts.adam_eps)
 
     def prepare(g_vars, lower_vars, lower_amps, z_rec, real):
         del g_vars

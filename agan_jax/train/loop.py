@@ -435,8 +435,7 @@ class StageLoop:
         slots, models = progs.fns.lower_slots, self.models
         if not slots:
             return run
-        ts = self.stage_train(s)
-        per_iter = ts.d_steps + ts.g_steps
+        per_iter = self.stage_train(s).per_iter
         amps = [
             models.map(lambda i, j=j: jnp.float32(self.amps[i][j])) for j in range(s)
         ]

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from agan_jax.forward import draw_noise, pyramid_forward
+from agan_jax.state import abstract
 from agan_jax.train.group import Models
 from agan_jax.train.updates import update_keys
 
@@ -123,32 +124,26 @@ class LowerStages:
         key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
         step = jax.ShapeDtypeStruct((), jnp.int32)
         self._keys(n // slots, slots, per_iter, b(key), b(step))
-        keys = jax.ShapeDtypeStruct((n,), key.dtype)
-        x = None
+        self._prepare_stages(stop, n, lower_vars)
+
+    def _prepare_stages(self, stop: int, n: int, variables) -> None:
+        """Compiles (when missing) the programs of stages 0..stop-1 for n
+        samples; `variables`: one model's (or their shapes)."""
+        b, f32 = self.models.abstract, jnp.float32
+        keys = b(jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype))
+        amp, x = b(jax.ShapeDtypeStruct((), f32)), None
         for j in range(stop):
-            amp = jax.ShapeDtypeStruct((), jnp.float32)
-            v = jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), lower_vars[j]
-            )
-            self._stage(j, n, b(keys), b(x), b(v), b(amp))
-            x = jax.ShapeDtypeStruct((n, *self.sizes[j], 3), jnp.float32)
+            self._stage(j, n, keys, b(x), b(abstract(variables[j])), amp)
+            x = jax.ShapeDtypeStruct((n, *self.sizes[j], 3), f32)
 
     def prepare_grid(self, stop: int, n: int, variables) -> None:
         """Compiles (when missing) the programs of `sampler(stop, n)` and of
-        `reconstruct(stop)`; `variables`: stages 0..stop-1's (or shapes)."""
-        key = jax.random.key(0).dtype
-        x, one = None, jax.ShapeDtypeStruct((), jnp.float32)
-        v = [
-            jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), t)
-            for t in variables
-        ]
+        `reconstruct(stop)` (one model); `variables`: stages 0..stop-1's (or
+        their shapes)."""
         for batch in sorted({n, 1}):
-            keys, x = jax.ShapeDtypeStruct((batch,), key), None
-            for j in range(stop):
-                self._stage(j, batch, keys, x, v[j], one)
-                x = jax.ShapeDtypeStruct((batch, *self.sizes[j], 3), jnp.float32)
+            self._prepare_stages(stop, batch, variables)
         z = jax.ShapeDtypeStruct((1, *self.sizes[0], 3), jnp.float32)
-        self._rec0(z, v[0], one)
+        self._rec0(z, abstract(variables[0]), jax.ShapeDtypeStruct((), jnp.float32))
 
     def sampler(self, stop: int, n: int):
         """f(keys, variables, amps, base) -> (images, attention maps): stages

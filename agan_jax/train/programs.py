@@ -19,17 +19,12 @@ from agan_jax.memory import release_free_memory
 from agan_jax.models.family import Family
 from agan_jax.sampling import make_sampler
 from agan_jax.settings import Settings
-from agan_jax.state import StageData
+from agan_jax.state import StageData, abstract
 from agan_jax.train.group import Models
 from agan_jax.train.log import grid_batch, make_reconstructor
 from agan_jax.train.lower import LowerStages
 from agan_jax.train.runner import make_runner
 from agan_jax.train.updates import StageFns, make_stage_fns
-
-
-def abstract(tree):
-    """ShapeDtypeStructs of every leaf of a tree (None stays None)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,9 +180,8 @@ def _compile_stage(stages, s, plan, models, lower, pool) -> StagePrograms:
     lower_s = 0.0
     if slots:
         t = time.time()
-        per_iter = ts.d_steps + ts.g_steps
         for k in runners:
-            lower.prepare(s, k * slots, plan.data.lower_vars, slots, per_iter)
+            lower.prepare(s, k * slots, plan.data.lower_vars, slots, ts.per_iter)
         lower_s = time.time() - t
     t2 = time.time()
     sampler = reconstruct = None

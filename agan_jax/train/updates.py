@@ -127,7 +127,7 @@ class UpdateRule(NamedTuple):
     def lower_slots(self, ts: TrainSettings) -> int:
         """Lower-stage samples an iteration draws: one per critic update, and
         one per generator update where the input is not carried."""
-        return ts.d_steps if self.carries else ts.d_steps + ts.g_steps
+        return ts.d_steps if self.carries else ts.per_iter
 
 
 RULES = {
@@ -212,7 +212,7 @@ class Stage(NamedTuple):
     @property
     def per_iter(self) -> int:
         """Optimiser updates per iteration (how far state.step advances)."""
-        return self.ts.d_steps + self.ts.g_steps
+        return self.ts.per_iter
 
 
 def make_stage(family, spec, sizes, stage, ts, ls, aug=None, finetune=False) -> Stage:
