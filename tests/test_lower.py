@@ -18,6 +18,7 @@ from agan_jax.state import StageData
 from agan_jax.train.group import Models
 from agan_jax.train.log import make_reconstructor
 from agan_jax.train.lower import LowerStages, call_keys
+from agan_jax.train.programs import StagePlan, entering
 from agan_jax.train.runner import make_runner
 from agan_jax.train.updates import make_stage_fns, update_keys
 from tests.conftest import loss_settings, tiny_config, train_settings
@@ -60,6 +61,32 @@ def test_grid_sampler_and_reconstruction_equal_the_whole_pyramid(
     # Not vacuous: the samples differ from each other and from the reconstruction.
     assert np.abs(np.asarray(got[0] - got[1])).max() > 1e-2
     assert np.abs(np.asarray(got[0] - rec)).max() > 1e-2
+
+
+@pytest.mark.parametrize("fixture", ["tiny_agan_run", "tiny_singan_run"])
+def test_prepare_from_the_stage_programs_equals_the_whole_pyramid(fixture, request):
+    # A stage's prepare (its reconstruction input and the RMSE that sets its
+    # noise amplitude) made of the frozen stages' programs and the stage's
+    # `enter`, against the family's prepare with the whole pyramid in one program.
+    _, run = request.getfixturevalue(fixture)
+    spec, sizes, s = run.spec, run.sizes, run.num_stages - 1
+    ts, ls = train_settings(), loss_settings()
+    fns = make_stage_fns(families.of(spec), spec, sizes, s, ts, ls)
+    variables, amps = _pyramid(run)
+    real = jax.random.uniform(jax.random.key(5), (*sizes[s], 3), minval=-1, maxval=1)
+    args = (variables[s], variables[:s], amps[:s], jnp.asarray(run.z_rec), real)
+    plan = StagePlan(fns, None, None, (), args)
+    lower = LowerStages(spec, sizes, Models())
+    prepare = entering(sizes, s, plan, lower, compiler.options())
+    (rec, zeros), rmse = prepare(*args)
+    (want, want_zeros), want_rmse = fns.prepare(*args)
+    assert rec.shape == (*sizes[s], 3) and s >= 1
+    np.testing.assert_allclose(rec, want, atol=1e-5)
+    np.testing.assert_allclose(rmse, want_rmse, rtol=1e-5)
+    np.testing.assert_array_equal(zeros, want_zeros)
+    # Not vacuous: the reconstruction is an image, the RMSE that of its error.
+    assert float(jnp.std(rec)) > 0.05 and float(rmse) > 0.01
+    np.testing.assert_allclose(rmse, np.sqrt(np.mean((real - rec) ** 2)), rtol=1e-5)
 
 
 def test_each_stage_program_compiles_once_per_batch(tiny_agan_run):

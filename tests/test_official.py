@@ -578,11 +578,13 @@ def test_training_compiles_each_stage_program_once(instrumented_run):
     records, windows = instrumented_run["records"], instrumented_run["windows"]
     names = Counter(_compiled_names(records))
     stages = 2
-    for program in ("init_state", "prepare", "d_step", "g_step"):
+    for program in ("init_state", "d_step", "g_step"):
         assert names[program] == stages, (program, names)
     # Stage 1's updates take stage 0's samples as data: stage 0's generator and
-    # the keys of a call compiled once (train/lower.py).
+    # the keys of a call compiled once (train/lower.py). Its prepare is stage 0's
+    # reconstruction program (shared with the stage grids) and its own `enter`.
     assert names["lower_stage"] == names["lower_keys"] == 1, names
+    assert names["prepare"] == names["enter"] == names["lower_rec0"] == 1, names
     # Nothing is compiled on the main thread while a stage trains: every program
     # of a stage was compiled ahead (later stages' compiles run in a worker).
     assert len(windows) == stages

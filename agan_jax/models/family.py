@@ -58,6 +58,11 @@ class StageModel(NamedTuple):
         variables; `lower_vars`, `lower_amps`: the frozen stages'.
     frozen_below: how many frozen stages the input samples (SinGAN, AGAN: the
         stage index; 0 for ConSinGAN, whose input is noise only).
+    enter(x, real) -> (rec_inputs, rmse)
+        `prepare` above stage 0 given the reconstruction `x` of the stages below
+        (at stage s-1's size), which train/lower.py then draws with the frozen
+        stages' own programs; None where `prepare` is not split so (stage 0,
+        ConSinGAN).
     """
 
     init: Callable
@@ -69,6 +74,7 @@ class StageModel(NamedTuple):
     g_tx: Callable
     prepare: Callable
     frozen_below: int = 0
+    enter: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)

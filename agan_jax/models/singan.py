@@ -196,6 +196,11 @@ def make_stage(
         )
         return out[0], {**g_vars, **upd}
 
+    def enter(x, real):
+        rec_prev = up(x, stage)
+        rmse = jnp.sqrt(jnp.mean((real - rec_prev) ** 2))
+        return (rec_prev, jnp.zeros((h, w, 3), jnp.float32)), rmse
+
     def prepare(g_vars, lower_vars, lower_amps, z_rec, real):
         del g_vars
         if stage == 0:
@@ -204,9 +209,7 @@ def make_stage(
         x, _ = run_stages(
             gens, lower_vars, sizes, lower_amps, noises, None, 0, stage, up
         )
-        rec_prev = up(x, stage)
-        rmse = jnp.sqrt(jnp.mean((real - rec_prev) ** 2))
-        return (rec_prev, jnp.zeros((h, w, 3), jnp.float32)), rmse
+        return enter(x, real)
 
     return StageModel(
         init=init,
@@ -218,6 +221,7 @@ def make_stage(
         g_tx=g_tx,
         prepare=prepare,
         frozen_below=stage,
+        enter=enter if stage else None,
     )
 
 

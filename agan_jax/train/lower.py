@@ -140,10 +140,20 @@ class LowerStages:
         """Compiles (when missing) the programs of `sampler(stop, n)` and of
         `reconstruct(stop)` (one model); `variables`: stages 0..stop-1's (or
         their shapes)."""
-        for batch in sorted({n, 1}):
-            self._prepare_stages(stop, batch, variables)
-        z = jax.ShapeDtypeStruct((1, *self.sizes[0], 3), jnp.float32)
-        self._rec0(z, abstract(variables[0]), jax.ShapeDtypeStruct((), jnp.float32))
+        self._prepare_stages(stop, n, variables)
+        self.prepare_reconstruct(stop, variables)
+
+    def prepare_reconstruct(self, stop: int, variables) -> None:
+        """Compiles (when missing) the programs of `reconstruct(stop)` (one
+        model): z* through stage 0, stages 1..stop-1 on one sample."""
+        f32 = jnp.float32
+        amp = jax.ShapeDtypeStruct((), f32)
+        z = jax.ShapeDtypeStruct((1, *self.sizes[0], 3), f32)
+        self._rec0(z, abstract(variables[0]), amp)
+        keys = jax.ShapeDtypeStruct((1,), jax.random.key(0).dtype)
+        for j in range(1, stop):
+            x = jax.ShapeDtypeStruct((1, *self.sizes[j - 1], 3), f32)
+            self._stage(j, 1, keys, x, abstract(variables[j]), amp)
 
     def sampler(self, stop: int, n: int):
         """f(keys, variables, amps, base) -> (images, attention maps): stages

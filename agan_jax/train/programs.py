@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agan_jax import compiler
 from agan_jax.memory import release_free_memory
@@ -143,6 +144,23 @@ def compile_stage(
         return _compile_stage(stages, s, plan, models or Models(), lower, pool)
 
 
+def entering(sizes, s: int, plan: StagePlan, lower: LowerStages, options):
+    """Stage s's `prepare` made of the frozen stages' own programs (one model):
+    their reconstruction (`LowerStages.reconstruct`, the programs the stage grids
+    use) and the stage's `enter` on it; compiled here when missing."""
+    _, lower_vars, _, _, real = plan.prepare_args
+    lower.prepare_reconstruct(s, lower_vars)
+    x = jax.ShapeDtypeStruct((*sizes[s - 1], 3), jnp.float32)
+    enter = plan.fns.enter.lower(x, real).compile(compiler_options=options)
+    reconstruct = lower.reconstruct(s)
+
+    def prepare(g_vars, lower_vars, lower_amps, z_rec, real):
+        del g_vars  # host amplitudes: no eager indexing program
+        return enter(reconstruct(lower_vars, np.asarray(lower_amps), z_rec), real)
+
+    return prepare
+
+
 def _timed(fn, *args):
     t0 = time.time()
     return fn(*args), time.time() - t0
@@ -157,6 +175,10 @@ def _compile_stage(stages, s, plan, models, lower, pool) -> StagePrograms:
     def setup():
         # init_state is called once per model (group.Models.each).
         init = fns.init_state.lower(*plan.init_args).compile(compiler_options=opts)
+        # One model's prepare from the frozen stages' programs; a vmap'd group
+        # (one call for all models) keeps the pyramid in its prepare program.
+        if lower is not None and plan.fns.enter is not None and models.mode != "vmap":
+            return init, entering(stages.sizes, s, plan, lower, opts)
         pre = fns.prepare.lower(*b(plan.prepare_args)).compile(compiler_options=opts)
         return init, pre
 

@@ -155,6 +155,9 @@ class StageFns(NamedTuple):
     # Lower-stage samples per iteration the loop feeds in `StageState.lower`
     # (train/lower.py); 0: the stage has no frozen stages below.
     lower_slots: int = 0
+    # (x, real) -> (rec_inputs, rmse): `prepare` given the reconstruction x of
+    # the stages below (StageModel.enter); None where prepare is not split.
+    enter: Any = None
 
 
 def resolve_rule(family: Family, spec: ModelSpec, ts: TrainSettings) -> str:
@@ -418,4 +421,5 @@ def make_stage_fns(
         rec_draw=jax.jit(rec_draw) if st.redraw else None,
         rolled=rolled,
         lower_slots=st.rule.lower_slots(ts) if st.model.frozen_below else 0,
+        enter=None if st.model.enter is None else jax.jit(st.model.enter),
     )
