@@ -9,6 +9,12 @@ Command (CPU-sized: 64 px, 6 stages, 200 iterations per stage):
 Variants combine with commas: `:circ,tiny` (tests), `:cos,gpu` (paper size).
 Look at runs/agan/stages/*.png (samples and attention maps after each stage).
 
+Departures from the paper, named as `launch.compare` names them (the modifiers
+of agan_jax/methods.py), combine the same way: `:tv-from-1` (no TV loss at stage
+0, the variant that kept the most diversity for its SWD in docs/evaluation.md,
+"Screening of the other variants"), `:geometric` (SinGAN's pyramid),
+`:min-step`, `:noise-floor`, `:iters-by-step`, ... e.g. `:tv-from-1,gpu`.
+
 Ablations, one component each: --config.model.kind=singan (SinGAN's residual
 generator, this schedule and TV loss), --config.loss.tv_weight=0 (no TV),
 --config.loss.tv_reduction=sum|pytorch, --config.model.warm_start=False,
@@ -18,14 +24,18 @@ python -m launch.compare --methods=agan3,agan3-no-attention,agan3-no-tv,...
 
 from __future__ import annotations
 
+from agan_jax import methods
 from configs import default
 
-SCHEDULES = ("cos", "quad", "circ")
+SCHEDULES = ("cos", "quad", "circ", "geometric")
+# Departures from the paper a config argument may name (each sets one field).
+MODIFIERS = tuple(m for m in methods.MODIFIERS if m not in SCHEDULES)
 
 
 def get_config(arg: str | None = None):
-    """AGAN config; `arg` holds a schedule and/or the variants of default.py."""
-    tokens = default.parse_arg(arg, SCHEDULES + default.VARIANTS)
+    """AGAN config; `arg` holds a schedule, the variants of default.py and/or
+    modifiers of agan_jax/methods.py (at most one per group)."""
+    tokens = default.parse_arg(arg, SCHEDULES + default.VARIANTS + MODIFIERS)
     schedules = [t for t in tokens if t in SCHEDULES]
     if len(schedules) > 1:
         raise ValueError(f"give one AGAN schedule, got {schedules}")
@@ -37,4 +47,9 @@ def get_config(arg: str | None = None):
     # at the start of every iteration, so iterations 1599.. of a stage train at lr
     # x gamma, and stages of up to 1599 iterations (the CPU size) never decay.
     config.train.lr_decay_iter = 1599
+    modifiers = [t for t in tokens if t in MODIFIERS]
+    if modifiers:  # as launch.compare applies them: checked, one per group
+        name = "-".join(["agan3", *modifiers])
+        for m in methods.parse_method(name)[1]:
+            methods.apply_modifier(config, m, f"configs/agan.py:{arg}")
     return config

@@ -9,7 +9,7 @@ import json
 import jax
 import pytest
 
-from agan_jax import settings
+from agan_jax import methods, settings
 from agan_jax.errors import UserError
 from configs import agan, consingan, default, singan
 
@@ -43,6 +43,44 @@ def test_variants():
         agan.get_config("huge")
     with pytest.raises(ValueError, match="one AGAN schedule"):
         agan.get_config("cos,quad")
+
+
+def _flat(config) -> dict:
+    return {
+        f"{section}.{k}": v
+        for section, fields in config.to_dict().items()
+        if isinstance(fields, dict)
+        for k, v in fields.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "arg, changed",
+    [
+        ("tv-from-1,tiny", {"loss.tv_from_stage": 1}),
+        (
+            "tiny,geometric,tv-from-1",
+            {"pyramid.schedule": "geometric", "loss.tv_from_stage": 1},
+        ),
+        ("noise-floor,gpu", {"loss.noise_amp_floor": methods.NOISE_FLOOR}),
+    ],
+)
+def test_agan_named_variants_change_exactly_their_fields(arg, changed):
+    size = "gpu" if "gpu" in arg else "tiny"
+    base, got = _flat(agan.get_config(size)), _flat(agan.get_config(arg))
+    assert {k: v for k, v in got.items() if base[k] != v} == changed
+    # The same config as launch.compare's method of the same name.
+    name = "-".join(["agan3", *(t for t in arg.split(",") if t not in ("tiny", "gpu"))])
+    same = methods.method_config(name, size, got["data.image"], None)
+    assert _flat(same) == got
+
+
+def test_agan_named_variants_are_checked():
+    with pytest.raises(ValueError, match="unknown config variant 'tv-from-2'"):
+        agan.get_config("tv-from-2")
+    with pytest.raises(UserError, match="two tv modifiers"):
+        agan.get_config("no-tv,tv-sum")
+    assert agan.get_config("no-tv").loss.tv_weight == 0.0
 
 
 def test_new_defaults_visible():
