@@ -11,9 +11,9 @@ Look at runs/agan/stages/*.png (samples and attention maps after each stage).
 
 Departures from the paper, named as `launch.compare` names them (the modifiers
 of agan_jax/methods.py), combine the same way: `:tv-from-1` (no TV loss at stage
-0, the variant that kept the most diversity for its SWD in docs/evaluation.md,
-"Screening of the other variants"), `:geometric` (SinGAN's pyramid),
-`:min-step`, `:noise-floor`, `:iters-by-step`, ... e.g. `:tv-from-1,gpu`.
+0), `:geometric` (SinGAN's pyramid), `:min-step`, `:noise-floor`,
+`:iters-by-step`, ... e.g. `:tv-from-1,gpu`. Where each lands in patch SWD and
+diversity: docs/evaluation.md, "Screening of the other variants".
 
 Ablations, one component each: --config.model.kind=singan (SinGAN's residual
 generator, this schedule and TV loss), --config.loss.tv_weight=0 (no TV),
