@@ -111,10 +111,11 @@ def sample_command(
 
 
 def sample_files(program: str, cwd: str) -> list[str]:
-    """The sample PNGs the official sampling command wrote under `cwd`."""
+    """The samples the official sampling command wrote under `cwd` (SinGAN's
+    random_samples.py writes PNGs, ConSinGAN's evaluate_model.py JPEGs)."""
     pattern = {
         "singan": "Output/RandomSamples/*/gen_start_scale=0/*.png",
-        "consingan": "TrainedModels/*/*/Evaluation/random_samples/*.png",
+        "consingan": "TrainedModels/*/*/Evaluation/random_samples/*.jpg",
     }[program]
     return sorted(glob.glob(os.path.join(cwd, pattern)))
 

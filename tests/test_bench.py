@@ -252,6 +252,16 @@ def test_official_checkout_and_commands(tmp_path, monkeypatch):
     )
     assert cmd.argv[cmd.argv.index("--model_dir") + 1] == str(run)
     assert cmd.argv[cmd.argv.index("--num_samples") + 1] == "50"
+    # ConSinGAN's evaluate_model.py writes its samples as JPEGs.
+    samples = run / "Evaluation" / "random_samples"
+    samples.mkdir(parents=True)
+    for name in ("gen_sample_0.jpg", "gen_sample_1.jpg", "notes.txt"):
+        (samples / name).write_bytes(b"")
+    found = official.sample_files("consingan", str(tmp_path / "w"))
+    assert [os.path.basename(f) for f in found] == [
+        "gen_sample_0.jpg",
+        "gen_sample_1.jpg",
+    ]
 
 
 # One figure per code path: a runner of unit update, a critic update, the penalty
