@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from agan_jax.errors import UserError
-from agan_jax.forward import pyramid_forward, rec_noises, stage_noises
+from agan_jax.forward import draw_noise, pyramid_forward, rec_noises, stage_noises
+from agan_jax.models import families
 from agan_jax.run import Run
 
 Size = tuple[int, int]
@@ -54,6 +55,45 @@ def make_sampler(
         return (out, attns) if with_attention else out
 
     return jax.vmap(one, in_axes=(0, None, None, None))
+
+
+def stage_program(spec, sizes, j: int):
+    """f(keys, x, variables, amp) -> (images, attention maps): frozen stage j on
+    a batch of samples: noise fold_in(key, j) of each sample's key, x the batch of
+    stage j-1's outputs (None at stage 0), inference BatchNorm."""
+    below = [None] * j
+
+    def one(key, x, variables, amp):
+        z = draw_noise(spec, jax.random.fold_in(key, j), sizes[j], j)
+        return pyramid_forward(
+            spec,
+            [*below, variables],
+            sizes,
+            [*([0.0] * j), amp],
+            [*below, z],
+            x,
+            j,
+            j + 1,
+        )
+
+    def lower_stage(keys, x, variables, amp):  # the name compile logs show
+        return jax.vmap(one, in_axes=(0, 0, None, None))(keys, x, variables, amp)
+
+    return lower_stage
+
+
+def stage0_given_noise(spec, sizes):
+    """f(z, variables, amp) -> images: stage 0 on a batch of given noise maps
+    (the reconstruction's z*)."""
+
+    def lower_rec0(z, variables, amp):
+        def one(z):
+            out, _ = pyramid_forward(spec, [variables], sizes, [amp], [z], None, 0, 1)
+            return out
+
+        return jax.vmap(one)(z)
+
+    return lower_rec0
 
 
 def in_batches(fn: Callable, keys: jax.Array, batch: int, *args):
@@ -129,6 +169,10 @@ class Sampler:
         # Compiled as the run's training was (train.xla_backend_opt_level: O0 for
         # the tiny configs).
         self.options = run.settings.train.compiler_options
+        # A generator per stage (SinGAN, AGAN): one program per stage, output
+        # size, input size and batch size, shared by every start stage and by
+        # the reconstruction; ConSinGAN's one generator: the whole pyramid.
+        self.per_stage = families.of(run.spec).stage_generators
 
     def compiled(self, key: Hashable, make: Callable[[], Callable]) -> Callable:
         """`self.cache[key]`, built by `make()` (a function to jit) on first use."""
@@ -151,6 +195,8 @@ class Sampler:
         run = self.run
         stop = run.num_stages if stop is None else stop
         spec, sizes = run.spec, run.sizes
+        if self.per_stage:
+            return self._reconstruct_by_stage(stop)
 
         def make():
             def fn(variables, amps, z_rec):
@@ -164,6 +210,66 @@ class Sampler:
 
         fn = self.compiled(("reconstruct", stop), make)
         return fn(run.g_vars[:stop], jnp.asarray(run.noise_amps), run.z_rec)
+
+    def _stage(
+        self, j: int, batch: int, sizes, in_hw, with_attention: bool = False
+    ) -> Callable:
+        """Stage j's program (`stage_program`) for `batch` samples of sizes[j]
+        from inputs of in_hw (None at stage 0); its attention maps are outputs
+        only `with_attention` (else an empty list)."""
+
+        def make():
+            program = stage_program(self.run.spec, sizes, j)
+            if with_attention:
+                return program
+
+            def stage_images(keys, x, variables, amp):
+                return program(keys, x, variables, amp)[0], []
+
+            return stage_images
+
+        key = ("stage", j, batch, tuple(sizes[j]), in_hw, with_attention)
+        return self.compiled(key, make)
+
+    def _reconstruct_by_stage(self, stop: int) -> jax.Array:
+        """`reconstruct` from the per-stage programs: z* through stage 0, then
+        stages 1.. with noise amplitude 0 (their noise times 0: exactly the
+        reconstruction's zero noise)."""
+        run = self.run
+        amps = np.asarray(run.noise_amps, np.float32)
+        sizes = [tuple(s) for s in run.sizes]
+        rec0 = self.compiled(("rec0",), lambda: stage0_given_noise(run.spec, sizes))
+        x = rec0(run.z_rec[None], run.g_vars[0], amps[0])
+        keys, zero = jax.random.split(jax.random.key(0), 1), np.float32(0.0)
+        for j in range(1, stop):
+            x, _ = self._stage(j, 1, sizes, sizes[j - 1])(keys, x, run.g_vars[j], zero)
+        return x[0]
+
+    def _pyramid(self, batch: int, start: int, sizes, with_attention: bool):
+        """f(keys, variables, amps, base) -> images [, attention maps] for
+        `batch` keys from stage `start` on (`make_sampler`'s function): the
+        per-stage programs in turn, or one whole-pyramid program."""
+        run, stop = self.run, self.run.num_stages
+        sizes = [tuple(s) for s in sizes]
+        if not self.per_stage:
+            return self.compiled(
+                ("sample", batch, start, tuple(sizes), with_attention),
+                lambda: make_sampler(run.spec, sizes, start, stop, with_attention),
+            )
+
+        def fn(keys, variables, amps, base):
+            x, attns = None, []
+            if start > 0:
+                x = jnp.broadcast_to(base, (batch, *base.shape))
+            for j in range(start, stop):
+                in_hw = None if x is None else tuple(x.shape[1:3])
+                x, a = self._stage(j, batch, sizes, in_hw, with_attention)(
+                    keys, x, variables[j], amps[j]
+                )
+                attns += list(a)
+            return (x, attns) if with_attention else x
+
+        return fn
 
     def sample(
         self,
@@ -189,14 +295,10 @@ class Sampler:
             raise UserError(f"number of samples must be >= 1, got {n}")
         _check_batch_size(batch_size)
         sizes, base = self._prepare(start_stage, scale)
-        stop = run.num_stages
         batch = min(n, batch_size or default_batch_size())
-        fn = self.compiled(
-            ("sample", batch, start_stage, tuple(sizes), with_attention),
-            lambda: make_sampler(run.spec, sizes, start_stage, stop, with_attention),
-        )
+        fn = self._pyramid(batch, start_stage, sizes, with_attention)
         keys = stream_keys(key, np.arange(n))
-        amps = jnp.asarray(run.noise_amps)
+        amps = np.asarray(run.noise_amps, np.float32)
         return in_batches(fn, keys, batch, run.g_vars, amps, base)
 
     def _prepare(
@@ -213,13 +315,23 @@ class Sampler:
         return sizes, base
 
     def _indexed(self, batch: int, start_stage: int, sizes, with_attention: bool):
+        """f(key, indices, variables, amps, base): `_pyramid`'s function on the
+        stream keys of `indices` (`make_indexed_sampler`'s)."""
         run = self.run
-        return self.compiled(
-            ("draw", batch, start_stage, tuple(sizes), with_attention),
-            lambda: make_indexed_sampler(
-                run.spec, sizes, start_stage, run.num_stages, with_attention
-            ),
-        )
+        if not self.per_stage:
+            return self.compiled(
+                ("draw", batch, start_stage, tuple(sizes), with_attention),
+                lambda: make_indexed_sampler(
+                    run.spec, sizes, start_stage, run.num_stages, with_attention
+                ),
+            )
+        keys_of = self.compiled(("stream_keys",), lambda: stream_keys)
+        inner = self._pyramid(batch, start_stage, sizes, with_attention)
+
+        def fn(key, indices, variables, amps, base):
+            return inner(keys_of(key, indices), variables, amps, base)
+
+        return fn
 
     def draw(
         self,
@@ -240,7 +352,8 @@ class Sampler:
             raise UserError("draw needs at least one sample index")
         sizes, base = self._prepare(start_stage, scale)
         fn = self._indexed(idx.size, start_stage, sizes, with_attention)
-        return fn(key, idx, self.run.g_vars, jnp.asarray(self.run.noise_amps), base)
+        amps = np.asarray(self.run.noise_amps, np.float32)
+        return fn(key, idx, self.run.g_vars, amps, base)
 
     def stream(
         self,
@@ -266,7 +379,7 @@ class Sampler:
         sizes, base = self._prepare(start_stage, scale)
         fn = self._indexed(batch, start_stage, sizes, with_attention)
         run = self.run
-        amps = jnp.asarray(run.noise_amps)
+        amps = np.asarray(run.noise_amps, np.float32)
 
         def finish(idx: np.ndarray, count: int, out) -> Batch:
             if with_attention:

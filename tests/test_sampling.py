@@ -119,31 +119,44 @@ def test_attention_maps(tiny_agan_run, tiny_singan_run):
 
 
 def test_sampler_cache_compiles_once_per_shape(tiny_singan_run):
+    """A program per stage, batch size, output size and input size, shared by
+    every start stage and by the reconstruction."""
     _, run = tiny_singan_run
     sampler = sampling.Sampler(run)
-    assert sampler.cache == {}
+    assert sampler.cache == {} and sampler.per_stage
+    n = run.num_stages
+    sizes = [tuple(s) for s in run.sizes]
     key = jax.random.key(4)
     a = sampler.sample(key, 3, batch_size=2)
     entries = dict(sampler.cache)
-    assert len(entries) == 1
+    inputs = [None, *sizes[:-1]]
+    assert set(entries) == {
+        ("stage", j, 2, sizes[j], inputs[j], False) for j in range(n)
+    }
     b = sampler.sample(key, 3, batch_size=2)
-    # The same call reuses the compiled function: nothing new in the cache.
+    # The same call reuses the compiled functions: nothing new in the cache.
     assert sampler.cache.keys() == entries.keys()
     assert all(sampler.cache[k] is f for k, f in entries.items())
     np.testing.assert_array_equal(a, b)
     # The module-level function (a fresh Sampler) gives the same samples.
     np.testing.assert_allclose(a, sampling.sample(run, key, 3, batch_size=2), atol=1e-6)
     assert sampling.as_sampler(sampler) is sampler
-    # Another output size, or a start stage (which adds the reconstruction below
-    # it), is one more entry each.
+    # Another output size: a program per stage at that size.
     sampler.sample(key, 3, batch_size=2, scale=(1.5, 1.0))
-    assert len(sampler.cache) == 2
+    assert len(sampler.cache) == 2 * n
+    # A start stage adds the reconstruction below it (z* through stage 0);
+    # the stages above run the programs compiled already.
+    before = set(sampler.cache)
     sampler.sample(key, 3, batch_size=2, start_stage=1)
-    assert len(sampler.cache) == 4
+    assert set(sampler.cache) - before == {("rec0",)}
+    # The finest reconstruction: stages 1.. on one sample.
+    before = set(sampler.cache)
     np.testing.assert_allclose(
         sampler.reconstruct(), sampling.reconstruct(run), atol=1e-6
     )
-    assert len(sampler.cache) == 5
+    assert set(sampler.cache) - before == {
+        ("stage", j, 1, sizes[j], sizes[j - 1], False) for j in range(1, n)
+    }
     with pytest.raises(UserError, match="stop_stage=3 is outside"):
         sampler.check_stage(run.num_stages, "stop_stage")
 
@@ -164,3 +177,45 @@ def test_reconstruction_matches_pyramid_forward(tiny_agan_run):
         out = sampling.reconstruct(run, stop)
         assert out.shape == (*run.sizes[stop - 1], 3)
         np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def _whole_pyramid(run) -> sampling.Sampler:
+    """A Sampler that compiles the whole pyramid as one program per call shape
+    (what the per-stage programs must equal)."""
+    whole = sampling.Sampler(run)
+    whole.per_stage = False
+    return whole
+
+
+@pytest.mark.parametrize("start_stage,scale", [(0, (1.0, 1.0)), (1, (1.5, 0.75))])
+def test_per_stage_programs_equal_the_whole_pyramid(tiny_agan_run, start_stage, scale):
+    """Samples, attention maps, streamed batches and reconstructions from the
+    per-stage programs equal those of one whole-pyramid program."""
+    _, run = tiny_agan_run
+    staged, whole = sampling.Sampler(run), _whole_pyramid(run)
+    key = jax.random.key(7)
+    kw = dict(start_stage=start_stage, scale=scale, with_attention=True)
+    (a, attn_a), (b, attn_b) = (
+        s.sample(key, 3, batch_size=2, **kw) for s in (staged, whole)
+    )
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(attn_a) == len(attn_b) == run.num_stages - max(start_stage, 1)
+    for x, y in zip(attn_a, attn_b, strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    da, db = (
+        s.draw(key, [2, 0], start_stage=start_stage, scale=scale)
+        for s in (staged, whole)
+    )
+    np.testing.assert_allclose(da, db, atol=1e-5)
+    np.testing.assert_allclose(da, np.asarray(a)[[2, 0]], atol=1e-5)
+    (sa,), (sb,) = (
+        list(s.stream(key, range(2), start_stage=start_stage, scale=scale))
+        for s in (staged, whole)
+    )
+    np.testing.assert_allclose(sa.images, sb.images, atol=1e-5)
+    for stop in range(1, run.num_stages + 1):
+        np.testing.assert_allclose(
+            staged.reconstruct(stop), whole.reconstruct(stop), atol=1e-5
+        )
+    assert any(k[0] == "stage" for k in staged.cache)
+    assert not any(k[0] == "stage" for k in whole.cache)

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from agan_jax.forward import draw_noise, pyramid_forward
+from agan_jax.sampling import stage0_given_noise, stage_program
 from agan_jax.state import abstract
 from agan_jax.train.group import Models
 from agan_jax.train.updates import update_keys
@@ -38,45 +38,6 @@ def call_keys(key, step, k: int, slots: int, per_iter: int):
     slot = jnp.arange(slots)
     keys = jax.vmap(lambda i: jax.vmap(lambda t: update_keys(key, i, t)[0])(slot))(its)
     return keys.reshape(k * slots)
-
-
-def stage_program(spec, sizes, j: int):
-    """f(keys, x, variables, amp) -> (images, attention maps): frozen stage j on
-    a batch of samples: noise fold_in(key, j) of each sample's key, x the batch of
-    stage j-1's outputs (None at stage 0), inference BatchNorm."""
-    below = [None] * j
-
-    def one(key, x, variables, amp):
-        z = draw_noise(spec, jax.random.fold_in(key, j), sizes[j], j)
-        return pyramid_forward(
-            spec,
-            [*below, variables],
-            sizes,
-            [*([0.0] * j), amp],
-            [*below, z],
-            x,
-            j,
-            j + 1,
-        )
-
-    def lower_stage(keys, x, variables, amp):  # the name compile logs show
-        return jax.vmap(one, in_axes=(0, 0, None, None))(keys, x, variables, amp)
-
-    return lower_stage
-
-
-def stage0_given_noise(spec, sizes):
-    """f(z, variables, amp) -> images: stage 0 on a batch of given noise maps
-    (the reconstruction's z*)."""
-
-    def lower_rec0(z, variables, amp):
-        def one(z):
-            out, _ = pyramid_forward(spec, [variables], sizes, [amp], [z], None, 0, 1)
-            return out
-
-        return jax.vmap(one)(z)
-
-    return lower_rec0
 
 
 class LowerStages:
