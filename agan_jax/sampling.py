@@ -2,8 +2,12 @@
 
 A `Sampler` wraps a `Run` and holds its compiled functions in a visible cache
 (`Sampler.cache`: one entry per function, batch size and output size), so repeated
-calls compile nothing. Sample i of a batch equals the same key drawn alone: one
-`jax.vmap` over keys, generators in inference mode (BatchNorm running statistics).
+calls compile nothing. SinGAN and AGAN runs sample through one program per stage
+(`stage_program`, the programs training draws its frozen stages with), which
+every start stage and the reconstruction share; ConSinGAN's single generator
+through one program for the whole pyramid (`make_sampler`). Sample i of a batch
+equals the same key drawn alone: one `jax.vmap` over keys, generators in
+inference mode (BatchNorm running statistics).
 
 One key derivation: sample i of `key` uses `stream_key(key, i) =
 jax.random.fold_in(key, i)`, in `Sampler.sample` as in streamed sampling
