@@ -100,6 +100,18 @@ def stage0_given_noise(spec, sizes):
     return lower_rec0
 
 
+def reconstruct_by_stage(rec0, stage, variables, amps, z_rec, stop: int):
+    """The reconstruction at stage stop-1 from per-stage programs: `rec0`
+    (`stage0_given_noise`'s) on z*, then `stage(j)` (`stage_program`'s, batch 1)
+    for stages 1..stop-1 with noise amplitude 0: their noise times 0, exactly
+    the reconstruction's zero noise. `amps`: host values (no indexing program)."""
+    x = rec0(z_rec[None], variables[0], amps[0])
+    keys, zero = jax.random.split(jax.random.key(0), 1), np.float32(0.0)
+    for j in range(1, stop):
+        x, _ = stage(j)(keys, x, variables[j], zero)
+    return x[0]
+
+
 def in_batches(fn: Callable, keys: jax.Array, batch: int, *args):
     """fn(keys[i:i+batch], *args) over all keys in turns, the last call padded
     with copies of the last key; the outputs (any pytree of arrays with the
@@ -236,18 +248,19 @@ class Sampler:
         return self.compiled(key, make)
 
     def _reconstruct_by_stage(self, stop: int) -> jax.Array:
-        """`reconstruct` from the per-stage programs: z* through stage 0, then
-        stages 1.. with noise amplitude 0 (their noise times 0: exactly the
-        reconstruction's zero noise)."""
+        """`reconstruct` from the per-stage programs (`reconstruct_by_stage`)."""
         run = self.run
-        amps = np.asarray(run.noise_amps, np.float32)
         sizes = [tuple(s) for s in run.sizes]
         rec0 = self.compiled(("rec0",), lambda: stage0_given_noise(run.spec, sizes))
-        x = rec0(run.z_rec[None], run.g_vars[0], amps[0])
-        keys, zero = jax.random.split(jax.random.key(0), 1), np.float32(0.0)
-        for j in range(1, stop):
-            x, _ = self._stage(j, 1, sizes, sizes[j - 1])(keys, x, run.g_vars[j], zero)
-        return x[0]
+        amps = np.asarray(run.noise_amps, np.float32)
+        return reconstruct_by_stage(
+            rec0,
+            lambda j: self._stage(j, 1, sizes, sizes[j - 1]),
+            run.g_vars,
+            amps,
+            run.z_rec,
+            stop,
+        )
 
     def _pyramid(self, batch: int, start: int, sizes, with_attention: bool):
         """f(keys, variables, amps, base) -> images [, attention maps] for

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from agan_jax.sampling import stage0_given_noise, stage_program
+from agan_jax.sampling import reconstruct_by_stage, stage0_given_noise, stage_program
 from agan_jax.state import abstract
 from agan_jax.train.group import Models
 from agan_jax.train.updates import update_keys
@@ -134,18 +134,17 @@ class LowerStages:
 
     def reconstruct(self, stop: int):
         """f(variables, amps, z_rec) -> the reconstruction at stage stop-1
-        (`train.log.make_reconstructor`'s), made of the per-stage programs: z*
-        at stage 0; above it the sampling programs with amplitude 0 (the noise
-        times 0: exactly the reconstruction's zero noise)."""
+        (`train.log.make_reconstructor`'s), made of the per-stage programs
+        (`sampling.reconstruct_by_stage`)."""
+
+        def rec0(*args):
+            return self._rec0(*args)(*args)
+
+        def stage(j):
+            return lambda *args: self._stage(j, 1, *args)(*args)
 
         def rec(variables, amps, z_rec):
-            args = (z_rec[None], variables[0], amps[0])
-            x = self._rec0(*args)(*args)
-            keys, zero = jax.random.split(jax.random.key(0), 1), jnp.float32(0.0)
-            for j in range(1, stop):
-                args = (keys, x, variables[j], zero)
-                x, _ = self._stage(j, 1, *args)(*args)
-            return x[0]
+            return reconstruct_by_stage(rec0, stage, variables, amps, z_rec, stop)
 
         return rec
 
