@@ -4,8 +4,9 @@ A `Sampler` wraps a `Run` and holds its compiled functions in a visible cache
 (`Sampler.cache`: one entry per function, batch size and output size), so repeated
 calls compile nothing. SinGAN and AGAN runs sample through one program per stage
 (`stage_program`, the programs training draws its frozen stages with), which
-every start stage and the reconstruction share; ConSinGAN's single generator
-through one program for the whole pyramid (`make_sampler`). Sample i of a batch
+every start stage and the reconstruction share, or through one program for the
+whole pyramid (`make_sampler`; ConSinGAN's single generator always): which one
+by backend (`default_per_stage`). Sample i of a batch
 equals the same key drawn alone: one `jax.vmap` over keys, generators in
 inference mode (BatchNorm running statistics).
 
@@ -162,6 +163,16 @@ class Batch(NamedTuple):
     attentions: list[np.ndarray] | None
 
 
+def default_per_stage() -> bool:
+    """Whether a `Sampler` runs SinGAN and AGAN through per-stage programs when
+    not told: on accelerators, where programs spanning the whole pyramid took
+    most of a stage's compile (docs/performance.md, "GPU compile time"); not on
+    CPU, where the whole-pyramid program drew AGAN samples about 10% faster and
+    its first samples 0.5 s sooner (docs/performance.md, "What is left of AGAN's
+    time, and the sampler's compile")."""
+    return jax.default_backend() != "cpu"
+
+
 def default_batch_size() -> int:
     """Samples per vmap'd call when not given: 4 on CPU, 256 elsewhere.
 
@@ -179,16 +190,20 @@ class Sampler:
     `compiled(key, make)` is how applications add theirs.
     """
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, per_stage: bool | None = None):
         self.run = run
         self.cache: dict[Hashable, Callable] = {}
         # Compiled as the run's training was (train.xla_backend_opt_level: O0 for
         # the tiny configs).
         self.options = run.settings.train.compiler_options
-        # A generator per stage (SinGAN, AGAN): one program per stage, output
-        # size, input size and batch size, shared by every start stage and by
-        # the reconstruction; ConSinGAN's one generator: the whole pyramid.
-        self.per_stage = families.of(run.spec).stage_generators
+        # per_stage (None: `default_per_stage()`), for families with a generator
+        # per stage (SinGAN, AGAN): one program per stage, output size, input
+        # size and batch size, shared by every start stage and by the
+        # reconstruction. Otherwise (and always for ConSinGAN's one generator)
+        # one program for the whole pyramid per call shape.
+        if per_stage is None:
+            per_stage = default_per_stage()
+        self.per_stage = per_stage and families.of(run.spec).stage_generators
 
     def compiled(self, key: Hashable, make: Callable[[], Callable]) -> Callable:
         """`self.cache[key]`, built by `make()` (a function to jit) on first use."""

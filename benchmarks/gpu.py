@@ -28,7 +28,9 @@ figures first, and memory before anything that allocates more than training):
   peak         a big batched 3x3 convolution timed on the same device: the
                FLOP/s that the achieved figures are compared with.
   sampling     samples/s of the trained AGAN run at 250 px, one vmap'd call per
-               batch of 1, 4, ..., 4096 (out-of-memory batches say so).
+               batch of 1, 4, ..., 4096 (out-of-memory batches say so), with
+               the Sampler's per-stage programs and then its whole-pyramid
+               program (`sampling.default_per_stage` picks one per backend).
   first_sample `python -m launch.sample --num_samples=1` on the AGAN run as a fresh
                process, wall time: with an empty persistent cache, then again
                with the cache the first run filled (the child does not
@@ -382,8 +384,15 @@ def measure(
         from agan_jax import checkpoint
 
         run = checkpoint.load_run(first_run)
+        # Both of the Sampler's program layouts: which is the default on this
+        # backend is `sampling.default_per_stage`'s choice, to be measured.
         rows = [
-            attempt(lambda b=b: train_table.time_sampling(run, [b])[0], batch=b)
+            attempt(
+                lambda b=b, p=p: train_table.time_sampling(run, [b], per_stage=p)[0],
+                batch=b,
+                per_stage=p,
+            )
+            for p in (True, False)
             for b in plan.batches
         ]
         return [{**r, "size": tuple(run.sizes[-1])} for r in rows]
@@ -530,7 +539,10 @@ def _sampling_rows(entries: list[dict], config: str) -> list[tuple]:
     rows = []
     for r in entries:
         size = "x".join(map(str, r["size"])) if "size" in r else "-"
-        setting = f"{config} run, {size}, batch {r.get('batch', '-')}"
+        programs = {True: "per-stage", False: "whole-pyramid"}.get(r.get("per_stage"))
+        setting = (
+            f"{config} run, {size}, {programs} programs, batch {r.get('batch', '-')}"
+        )
         why = _not_done(r)
         if why:
             measured, derived = why, "-"

@@ -57,10 +57,13 @@ def stage_param_counts(run: Run) -> list[tuple[int, int, int]]:
     return rows
 
 
-def time_sampling(run: Run, batch_sizes: Sequence[int], repeats: int = 3) -> list[dict]:
+def time_sampling(
+    run: Run, batch_sizes: Sequence[int], repeats: int = 3, per_stage=None
+) -> list[dict]:
     """Samples/s and compile seconds for each batch size (one vmap'd call each,
-    one `Sampler`, so each batch size compiles once)."""
-    sampler = sampling.Sampler(run)
+    one `Sampler`, so each batch size compiles once); `per_stage` as
+    `sampling.Sampler`'s (None: the backend's default)."""
+    sampler = sampling.Sampler(run, per_stage)
     rows = []
     for b in batch_sizes:
         key = jax.random.key(0)
@@ -74,7 +77,13 @@ def time_sampling(run: Run, batch_sizes: Sequence[int], repeats: int = 3) -> lis
             )
         dt = (time.perf_counter() - t0) / repeats
         rows.append(
-            {"batch": b, "compile_s": first - dt, "s": dt, "samples_per_s": b / dt}
+            {
+                "batch": b,
+                "compile_s": first - dt,
+                "s": dt,
+                "samples_per_s": b / dt,
+                "per_stage": sampler.per_stage,
+            }
         )
     return rows
 

@@ -105,7 +105,10 @@ def test_gpu_suite_tiny():
     sampling = [r for r in rows if r[0].startswith("sampling")]
     assert [r[1].rsplit("batch ", 1)[1] for r in sampling] == [
         str(b) for b in plan.batches
-    ]
+    ] * 2
+    half = len(plan.batches)
+    assert all("per-stage programs" in r[1] for r in sampling[:half])
+    assert all("whole-pyramid programs" in r[1] for r in sampling[half:])
     assert all(r[2].endswith("samples/s") for r in sampling)
     first = [r for r in rows if r[0].startswith("time to first sample")]
     assert len(first) == 2 and all(r[2].endswith(" s") for r in first), first

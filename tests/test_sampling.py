@@ -119,10 +119,41 @@ def test_attention_maps(tiny_agan_run, tiny_singan_run):
 
 
 def test_sampler_cache_compiles_once_per_shape(tiny_singan_run):
+    _, run = tiny_singan_run
+    sampler = sampling.Sampler(run)
+    # On CPU one program for the whole pyramid per call (`default_per_stage`).
+    assert sampler.cache == {} and not sampler.per_stage
+    key = jax.random.key(4)
+    a = sampler.sample(key, 3, batch_size=2)
+    entries = dict(sampler.cache)
+    assert len(entries) == 1
+    b = sampler.sample(key, 3, batch_size=2)
+    # The same call reuses the compiled function: nothing new in the cache.
+    assert sampler.cache.keys() == entries.keys()
+    assert all(sampler.cache[k] is f for k, f in entries.items())
+    np.testing.assert_array_equal(a, b)
+    # The module-level function (a fresh Sampler) gives the same samples.
+    np.testing.assert_allclose(a, sampling.sample(run, key, 3, batch_size=2), atol=1e-6)
+    assert sampling.as_sampler(sampler) is sampler
+    # Another output size, or a start stage (which adds the reconstruction below
+    # it), is one more entry each.
+    sampler.sample(key, 3, batch_size=2, scale=(1.5, 1.0))
+    assert len(sampler.cache) == 2
+    sampler.sample(key, 3, batch_size=2, start_stage=1)
+    assert len(sampler.cache) == 4
+    np.testing.assert_allclose(
+        sampler.reconstruct(), sampling.reconstruct(run), atol=1e-6
+    )
+    assert len(sampler.cache) == 5
+    with pytest.raises(UserError, match="stop_stage=3 is outside"):
+        sampler.check_stage(run.num_stages, "stop_stage")
+
+
+def test_per_stage_programs_compile_once_per_stage_and_shape(tiny_singan_run):
     """A program per stage, batch size, output size and input size, shared by
     every start stage and by the reconstruction."""
     _, run = tiny_singan_run
-    sampler = sampling.Sampler(run)
+    sampler = sampling.Sampler(run, per_stage=True)
     assert sampler.cache == {} and sampler.per_stage
     n = run.num_stages
     sizes = [tuple(s) for s in run.sizes]
@@ -157,8 +188,6 @@ def test_sampler_cache_compiles_once_per_shape(tiny_singan_run):
     assert set(sampler.cache) - before == {
         ("stage", j, 1, sizes[j], sizes[j - 1], False) for j in range(1, n)
     }
-    with pytest.raises(UserError, match="stop_stage=3 is outside"):
-        sampler.check_stage(run.num_stages, "stop_stage")
 
 
 def test_reconstruction_matches_pyramid_forward(tiny_agan_run):
@@ -179,20 +208,13 @@ def test_reconstruction_matches_pyramid_forward(tiny_agan_run):
         np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-def _whole_pyramid(run) -> sampling.Sampler:
-    """A Sampler that compiles the whole pyramid as one program per call shape
-    (what the per-stage programs must equal)."""
-    whole = sampling.Sampler(run)
-    whole.per_stage = False
-    return whole
-
-
 @pytest.mark.parametrize("start_stage,scale", [(0, (1.0, 1.0)), (1, (1.5, 0.75))])
 def test_per_stage_programs_equal_the_whole_pyramid(tiny_agan_run, start_stage, scale):
     """Samples, attention maps, streamed batches and reconstructions from the
     per-stage programs equal those of one whole-pyramid program."""
     _, run = tiny_agan_run
-    staged, whole = sampling.Sampler(run), _whole_pyramid(run)
+    staged = sampling.Sampler(run, per_stage=True)
+    whole = sampling.Sampler(run, per_stage=False)
     key = jax.random.key(7)
     kw = dict(start_stage=start_stage, scale=scale, with_attention=True)
     (a, attn_a), (b, attn_b) = (
