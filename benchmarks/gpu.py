@@ -119,6 +119,26 @@ TINY = GpuPlan(
 # Measurements.
 
 
+def sampling_layouts(workdir: str, batches, attempt) -> list[dict]:
+    """Samples/s of the run in `workdir` per batch size, through the Sampler's
+    per-stage programs and then its whole-pyramid program (which one is the
+    default on a backend is `sampling.default_per_stage`'s choice); `attempt`
+    runs one measurement and reports a failure as a row."""
+    from agan_jax import checkpoint
+
+    run = checkpoint.load_run(workdir)
+    rows = [
+        attempt(
+            lambda b=b, p=p: train_table.time_sampling(run, [b], per_stage=p)[0],
+            batch=b,
+            per_stage=p,
+        )
+        for p in (True, False)
+        for b in batches
+    ]
+    return [{**r, "size": tuple(run.sizes[-1])} for r in rows]
+
+
 def device_peak_bytes() -> int | None:
     """`peak_bytes_in_use` of the first device (None where it has no stats)."""
     stats = jax.devices()[0].memory_stats()
@@ -381,21 +401,7 @@ def measure(
     first_run = os.path.join(root, "run0")
 
     def sampling_all() -> list[dict]:
-        from agan_jax import checkpoint
-
-        run = checkpoint.load_run(first_run)
-        # Both of the Sampler's program layouts: which is the default on this
-        # backend is `sampling.default_per_stage`'s choice, to be measured.
-        rows = [
-            attempt(
-                lambda b=b, p=p: train_table.time_sampling(run, [b], per_stage=p)[0],
-                batch=b,
-                per_stage=p,
-            )
-            for p in (True, False)
-            for b in plan.batches
-        ]
-        return [{**r, "size": tuple(run.sizes[-1])} for r in rows]
+        return sampling_layouts(first_run, plan.batches, attempt)
 
     try:
         part("train", train_all)

@@ -118,23 +118,29 @@ def test_attention_maps(tiny_agan_run, tiny_singan_run):
     assert attns == []
 
 
+def _same_call_compiles_nothing(sampler, run, key) -> dict:
+    """Samples twice with the same arguments: the second call adds nothing to
+    the cache; the samples equal a fresh Sampler's (the module-level function,
+    the backend's default programs). Returns the cache after the first call."""
+    a = sampler.sample(key, 3, batch_size=2)
+    entries = dict(sampler.cache)
+    b = sampler.sample(key, 3, batch_size=2)
+    assert sampler.cache.keys() == entries.keys()
+    assert all(sampler.cache[k] is f for k, f in entries.items())
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, sampling.sample(run, key, 3, batch_size=2), atol=1e-6)
+    assert sampling.as_sampler(sampler) is sampler
+    return entries
+
+
 def test_sampler_cache_compiles_once_per_shape(tiny_singan_run):
     _, run = tiny_singan_run
     sampler = sampling.Sampler(run)
     # On CPU one program for the whole pyramid per call (`default_per_stage`).
     assert sampler.cache == {} and not sampler.per_stage
     key = jax.random.key(4)
-    a = sampler.sample(key, 3, batch_size=2)
-    entries = dict(sampler.cache)
+    entries = _same_call_compiles_nothing(sampler, run, key)
     assert len(entries) == 1
-    b = sampler.sample(key, 3, batch_size=2)
-    # The same call reuses the compiled function: nothing new in the cache.
-    assert sampler.cache.keys() == entries.keys()
-    assert all(sampler.cache[k] is f for k, f in entries.items())
-    np.testing.assert_array_equal(a, b)
-    # The module-level function (a fresh Sampler) gives the same samples.
-    np.testing.assert_allclose(a, sampling.sample(run, key, 3, batch_size=2), atol=1e-6)
-    assert sampling.as_sampler(sampler) is sampler
     # Another output size, or a start stage (which adds the reconstruction below
     # it), is one more entry each.
     sampler.sample(key, 3, batch_size=2, scale=(1.5, 1.0))
@@ -158,20 +164,11 @@ def test_per_stage_programs_compile_once_per_stage_and_shape(tiny_singan_run):
     n = run.num_stages
     sizes = [tuple(s) for s in run.sizes]
     key = jax.random.key(4)
-    a = sampler.sample(key, 3, batch_size=2)
-    entries = dict(sampler.cache)
+    entries = _same_call_compiles_nothing(sampler, run, key)
     inputs = [None, *sizes[:-1]]
     assert set(entries) == {
         ("stage", j, 2, sizes[j], inputs[j], False) for j in range(n)
     }
-    b = sampler.sample(key, 3, batch_size=2)
-    # The same call reuses the compiled functions: nothing new in the cache.
-    assert sampler.cache.keys() == entries.keys()
-    assert all(sampler.cache[k] is f for k, f in entries.items())
-    np.testing.assert_array_equal(a, b)
-    # The module-level function (a fresh Sampler) gives the same samples.
-    np.testing.assert_allclose(a, sampling.sample(run, key, 3, batch_size=2), atol=1e-6)
-    assert sampling.as_sampler(sampler) is sampler
     # Another output size: a program per stage at that size.
     sampler.sample(key, 3, batch_size=2, scale=(1.5, 1.0))
     assert len(sampler.cache) == 2 * n
