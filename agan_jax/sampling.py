@@ -6,9 +6,9 @@ calls compile nothing. SinGAN and AGAN runs sample through one program per stage
 (`stage_program`, the programs training draws its frozen stages with), which
 every start stage and the reconstruction share, or through one program for the
 whole pyramid (`make_sampler`; ConSinGAN's single generator always): which one
-by backend (`default_per_stage`). Sample i of a batch
-equals the same key drawn alone: one `jax.vmap` over keys, generators in
-inference mode (BatchNorm running statistics).
+by backend (`default_per_stage`). Sample i of a batch equals the same key drawn
+alone: one `jax.vmap` over keys, generators in inference mode (BatchNorm running
+statistics).
 
 One key derivation: sample i of `key` uses `stream_key(key, i) =
 jax.random.fold_in(key, i)`, in `Sampler.sample` as in streamed sampling
@@ -204,6 +204,9 @@ class Sampler:
         if per_stage is None:
             per_stage = default_per_stage()
         self.per_stage = per_stage and families.of(run.spec).stage_generators
+        # Host values: programs take them as arguments, stage j's as amps[j],
+        # with no indexing program on the device.
+        self.amps = np.asarray(run.noise_amps, np.float32)
 
     def compiled(self, key: Hashable, make: Callable[[], Callable]) -> Callable:
         """`self.cache[key]`, built by `make()` (a function to jit) on first use."""
@@ -225,9 +228,9 @@ class Sampler:
         finest trained stage)."""
         run = self.run
         stop = run.num_stages if stop is None else stop
-        spec, sizes = run.spec, run.sizes
         if self.per_stage:
             return self._reconstruct_by_stage(stop)
+        spec, sizes = run.spec, run.sizes
 
         def make():
             def fn(variables, amps, z_rec):
@@ -240,7 +243,7 @@ class Sampler:
             return fn
 
         fn = self.compiled(("reconstruct", stop), make)
-        return fn(run.g_vars[:stop], jnp.asarray(run.noise_amps), run.z_rec)
+        return fn(run.g_vars[:stop], self.amps, run.z_rec)
 
     def _stage(
         self, j: int, batch: int, sizes, in_hw, with_attention: bool = False
@@ -267,12 +270,11 @@ class Sampler:
         run = self.run
         sizes = [tuple(s) for s in run.sizes]
         rec0 = self.compiled(("rec0",), lambda: stage0_given_noise(run.spec, sizes))
-        amps = np.asarray(run.noise_amps, np.float32)
         return reconstruct_by_stage(
             rec0,
             lambda j: self._stage(j, 1, sizes, sizes[j - 1]),
             run.g_vars,
-            amps,
+            self.amps,
             run.z_rec,
             stop,
         )
@@ -330,8 +332,7 @@ class Sampler:
         batch = min(n, batch_size or default_batch_size())
         fn = self._pyramid(batch, start_stage, sizes, with_attention)
         keys = stream_keys(key, np.arange(n))
-        amps = np.asarray(run.noise_amps, np.float32)
-        return in_batches(fn, keys, batch, run.g_vars, amps, base)
+        return in_batches(fn, keys, batch, run.g_vars, self.amps, base)
 
     def _prepare(
         self, start_stage: int, scale: tuple[float, float]
@@ -384,8 +385,7 @@ class Sampler:
             raise UserError("draw needs at least one sample index")
         sizes, base = self._prepare(start_stage, scale)
         fn = self._indexed(idx.size, start_stage, sizes, with_attention)
-        amps = np.asarray(self.run.noise_amps, np.float32)
-        return fn(key, idx, self.run.g_vars, amps, base)
+        return fn(key, idx, self.run.g_vars, self.amps, base)
 
     def stream(
         self,
@@ -411,7 +411,6 @@ class Sampler:
         sizes, base = self._prepare(start_stage, scale)
         fn = self._indexed(batch, start_stage, sizes, with_attention)
         run = self.run
-        amps = np.asarray(run.noise_amps, np.float32)
 
         def finish(idx: np.ndarray, count: int, out) -> Batch:
             if with_attention:
@@ -429,7 +428,7 @@ class Sampler:
                 break
             count = len(chunk)
             idx = _as_indices(chunk + [chunk[-1]] * (batch - count))
-            out = fn(key, idx, run.g_vars, amps, base)
+            out = fn(key, idx, run.g_vars, self.amps, base)
             if pending is not None:
                 yield finish(*pending)
             pending = (idx, count, out)
