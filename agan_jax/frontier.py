@@ -6,6 +6,12 @@ A method trained with several seeds is drawn as its seeds' points (small) and
 their mean with a bar of +- one standard deviation on each axis; a method
 trained once, as one point. What is drawn is returned and written beside the
 plot (frontier.json), taken from the evaluation rows as they are.
+
+Where a panel has SinGAN's point (method `singan`), its goal corner is shaded:
+patch SWD at most 0.8x and diversity at least 0.9x SinGAN's (the mean over its
+seeds), the target docs/evaluation.md measures the AGAN variants against
+("AGAN variants that keep the diversity"). A method inside it is closer to the
+training image than SinGAN without giving up more than a tenth of its diversity.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from agan_jax import plots
 
 FRONTIER_PNG = "frontier.png"
 FRONTIER_JSON = "frontier.json"
+# (patch SWD factor, diversity factor) of the goal corner, relative to REFERENCE.
+GOAL = (0.8, 0.9)
+REFERENCE = "singan"
 _SEED_SUFFIX = re.compile(r"^(?P<method>.+)\.seed(?P<seed>\d+)$")
 
 
@@ -45,6 +54,43 @@ def panel_points(rows: dict[str, dict]) -> dict[str, dict[str, list]]:
         p["swd"].append(float(row["swd"]))
         p["diversity"].append(float(row["diversity"]))
     return out
+
+
+def goal_corner(
+    points: dict[str, dict[str, list]], reference: str = REFERENCE, goal=GOAL
+) -> tuple[float, float] | None:
+    """(largest patch SWD, smallest diversity) of the goal corner of one panel's
+    `panel_points`: `goal` times the reference method's mean over its seeds;
+    None when the panel lacks the reference."""
+    p = points.get(reference)
+    if p is None:
+        return None
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    return goal[0] * mean(p["swd"]), goal[1] * mean(p["diversity"])
+
+
+def _shade_goal(ax, corner: tuple[float, float]) -> None:
+    """Shades x <= corner[0], y >= corner[1], with the limits widened to show it."""
+    from matplotlib.patches import Rectangle
+
+    swd_max, div_min = corner
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    x0, x1 = min(x0, swd_max - 0.05 * (x1 - x0)), max(x1, swd_max)
+    y0, y1 = min(y0, div_min), max(y1, div_min + 0.05 * (y1 - y0))
+    ax.add_patch(
+        Rectangle(
+            (x0, div_min),
+            swd_max - x0,
+            y1 - div_min,
+            facecolor="tab:green",
+            alpha=0.12,
+            edgecolor="tab:green",
+            linestyle="--",
+            label=f"goal: SWD <= {GOAL[0]}x, diversity >= {GOAL[1]}x {REFERENCE}",
+        )
+    )
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
 
 
 def _draw_panel(
@@ -80,12 +126,16 @@ def _draw_panel(
             )
         else:
             ax.plot(x, y, "o", color=colour, label=method)
+    corner = goal_corner(points)
+    if corner is not None:
+        _shade_goal(ax, corner)
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_title(title)
     ax.set_xlabel("patch SWD (lower: closer)")
     ax.set_ylabel("diversity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # Beside the axes: inside, a long legend covers points.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 def write_frontier(panels: dict[str, dict[str, dict]], out: str) -> dict:
@@ -98,7 +148,7 @@ def write_frontier(panels: dict[str, dict[str, dict]], out: str) -> dict:
     n = len(data)
     cols = min(n, 2)
     rows_n = (n + cols - 1) // cols
-    fig = Figure(figsize=(5.5 * cols, 4.2 * rows_n))
+    fig = Figure(figsize=(8.5 * cols, 4.2 * rows_n))
     axes = fig.subplots(rows_n, cols, squeeze=False)
     order = list(dict.fromkeys(m for points in data.values() for m in points))
     for ax, (name, points) in zip(axes.flat, data.items(), strict=False):

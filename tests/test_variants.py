@@ -260,6 +260,36 @@ def test_frontier_points_and_panels(tmp_path):
     assert frontier.run_name("agan3", 0) == "agan3"
 
 
+def _goal_shade_pixels(png) -> int:
+    """Pixels of the goal corner's shade: tab:green at alpha 0.12 over white."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    shade = np.array([230, 244, 230])
+    return int((np.abs(rgb - shade).max(axis=-1) <= 3).sum())
+
+
+def test_frontier_shades_the_goal_corner_against_singan(tmp_path):
+    """Patch SWD <= 0.8x and diversity >= 0.9x SinGAN's mean over its seeds; a
+    panel without SinGAN has no corner (and no shade)."""
+    rows = {
+        "singan": {"swd": 0.04, "diversity": 0.5},
+        "singan.seed1": {"swd": 0.06, "diversity": 0.7},
+        "agan3": {"swd": 0.02, "diversity": 0.3},
+    }
+    points = frontier.panel_points(rows)
+    swd_max, div_min = frontier.goal_corner(points)
+    np.testing.assert_allclose([swd_max, div_min], [0.8 * 0.05, 0.9 * 0.6])
+    assert frontier.goal_corner(frontier.panel_points({"agan3": rows["agan3"]})) is None
+    frontier.write_frontier({"with": rows}, str(tmp_path / "with"))
+    without = {k: v for k, v in rows.items() if not k.startswith("singan")}
+    frontier.write_frontier({"without": without}, str(tmp_path / "without"))
+    shaded = _goal_shade_pixels(tmp_path / "with" / frontier.FRONTIER_PNG)
+    w, h = _png_size(tmp_path / "with" / frontier.FRONTIER_PNG)
+    assert shaded > 0.02 * w * h, (shaded, w, h)
+    assert _goal_shade_pixels(tmp_path / "without" / frontier.FRONTIER_PNG) == 0
+
+
 def test_compare_draws_every_seed_as_in_the_table(
     tiny_agan_run, tiny_singan_run, tmp_path
 ):
