@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from statistics import fmean
 
 from agan_jax import plots
 
@@ -56,17 +57,14 @@ def panel_points(rows: dict[str, dict]) -> dict[str, dict[str, list]]:
     return out
 
 
-def goal_corner(
-    points: dict[str, dict[str, list]], reference: str = REFERENCE, goal=GOAL
-) -> tuple[float, float] | None:
+def goal_corner(points: dict[str, dict[str, list]]) -> tuple[float, float] | None:
     """(largest patch SWD, smallest diversity) of the goal corner of one panel's
-    `panel_points`: `goal` times the reference method's mean over its seeds;
-    None when the panel lacks the reference."""
-    p = points.get(reference)
+    `panel_points`: GOAL times REFERENCE's mean over its seeds; None when the
+    panel lacks REFERENCE."""
+    p = points.get(REFERENCE)
     if p is None:
         return None
-    mean = lambda v: sum(v) / len(v)  # noqa: E731
-    return goal[0] * mean(p["swd"]), goal[1] * mean(p["diversity"])
+    return GOAL[0] * fmean(p["swd"]), GOAL[1] * fmean(p["diversity"])
 
 
 def _shade_goal(ax, corner: tuple[float, float]) -> None:
